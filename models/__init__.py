@@ -1,0 +1,3 @@
+"""Embedding, ranking and training. Never imports ``streams``: everything here runs without Kafka."""
+
+__all__: list[str] = []

@@ -1,0 +1,36 @@
+"""Message contracts of every shoprank topic. Imports nothing else of shoprank's."""
+
+from schemas.base import MAX_MESSAGE_BYTES, Record, decode, encode, validate
+from schemas.catalogue import CatalogueUpdate
+from schemas.deadletter import DeadLetter
+from schemas.exceptions import DecodeError, RejectReason, ShoprankError
+from schemas.pixel import EVENT_TYPES, EventType, PixelEvent
+from schemas.rules import MerchandisingRule, RuleTarget
+from schemas.search import RankedItem, SearchError, SearchFilters, SearchRequest, SearchResult
+from schemas.topics import TOPICS, TopicSpec, topic_spec
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "Record",
+    "decode",
+    "encode",
+    "validate",
+    "CatalogueUpdate",
+    "DeadLetter",
+    "DecodeError",
+    "RejectReason",
+    "ShoprankError",
+    "EVENT_TYPES",
+    "EventType",
+    "PixelEvent",
+    "MerchandisingRule",
+    "RuleTarget",
+    "RankedItem",
+    "SearchError",
+    "SearchFilters",
+    "SearchRequest",
+    "SearchResult",
+    "TOPICS",
+    "TopicSpec",
+    "topic_spec",
+]

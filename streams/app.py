@@ -1,0 +1,54 @@
+"""Builds the Faust app: settings in, agents, tables and HTTP views wired."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+
+from streams import faust_compat
+from streams.pixel import PixelPipeline
+from streams.settings import Settings
+
+__all__ = ["ShoprankApp", "create_app"]
+
+
+@dataclass
+class ShoprankApp:
+    """The Faust app and the pipelines on it (views and tests reach the pipelines through this)."""
+
+    faust: faust.App
+    settings: Settings
+    bootstrap: str
+    pixel: PixelPipeline
+
+
+def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
+    """A configured, not yet started Faust app talking to ``bootstrap`` (Kafka protocol only)."""
+    faust_compat.install()
+    kafka = settings.kafka
+    worker = settings.worker
+    app = faust.App(
+        worker.app_id,
+        broker=[f"kafka://{server.strip()}" for server in bootstrap.split(",")],
+        store=worker.store,
+        datadir=str(worker.data_dir / worker.app_id),
+        autodiscover=False,
+        topic_replication_factor=1,
+        # Our own topics are created up front with their partition counts (streams.kafka.ensure_topics);
+        # Faust still declares its internal changelog topics.
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        broker_rebalance_timeout=kafka.rebalance_timeout_s,
+        broker_session_timeout=kafka.session_timeout_s,
+        broker_heartbeat_interval=kafka.heartbeat_interval_s,
+        web_enabled=True,
+        web_bind=worker.web_host,
+        web_host=worker.web_host,
+        web_port=worker.web_port,
+    )
+    shop = ShoprankApp(faust=app, settings=settings, bootstrap=bootstrap, pixel=PixelPipeline(app, settings))
+    from streams.web import register_views
+
+    register_views(shop)
+    return shop

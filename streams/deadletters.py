@@ -1,0 +1,62 @@
+"""Routes messages an agent cannot use to the dead-letter topic, with reason, origin and original bytes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+import faust
+
+from schemas import DeadLetter, RejectReason, encode
+from streams.settings import Settings
+
+__all__ = ["DeadLetterSink"]
+
+log = logging.getLogger(__name__)
+
+
+class DeadLetterSink:
+    """One per agent. Counts what it routed, by reason, for the stats endpoint and metrics."""
+
+    def __init__(self, app: faust.App, settings: Settings, agent: str) -> None:
+        self.agent = agent
+        self.topic = app.topic(
+            settings.topic("dead-letters"),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self.counts: Counter[str] = Counter()
+
+    async def send(
+        self, message: Any, reason: RejectReason, detail: str, tenant: str | None = None
+    ) -> None:
+        """Dead-letter ``message`` (a ``faust.types.Message``)."""
+        raw = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
+        key = message.key if isinstance(message.key, bytes) or message.key is None else bytes(message.key)
+        letter = DeadLetter.keeping(
+            raw,
+            key,
+            reason=reason,
+            detail=detail[:2000],
+            source_topic=message.topic,
+            source_partition=message.partition,
+            source_offset=message.offset,
+            source_timestamp=int(message.timestamp * 1000) if message.timestamp else None,
+            agent=self.agent,
+            tenant=tenant,
+            rejected_at=int(time.time() * 1000),
+        )
+        self.counts[reason] += 1
+        log.info("dead letter from %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
+        try:
+            await self.topic.send(key=key[:1024] if key else None, value=encode(letter))
+        except Exception:  # noqa: BLE001 - the worker must go on; the log names the message's origin
+            self.counts["dead_letter_send_failed"] += 1
+            log.exception(
+                "could not dead-letter %s[%d]@%d (%s); the original stays at that offset",
+                message.topic, message.partition, message.offset, reason,
+            )

@@ -1,0 +1,172 @@
+"""Small helpers over aiokafka: reachability, topic creation, producing and reading."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from schemas.topics import TOPICS, TopicSpec
+
+__all__ = ["broker_answers", "ensure_topics", "describe_topics", "end_offsets", "producer", "read_topic"]
+
+
+async def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
+    """True when a broker at ``bootstrap`` answers a Metadata request within ``timeout_s``."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    # A refused connection is the answer we are asking for, not an error worth logging.
+    conn_log = logging.getLogger("aiokafka")
+    level = conn_log.level
+    conn_log.setLevel(logging.CRITICAL)
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout_s)
+        return True
+    except (KafkaError, OSError, asyncio.TimeoutError):
+        return False
+    finally:
+        conn_log.setLevel(level)
+        with contextlib.suppress(Exception):
+            await client.close()
+
+
+async def ensure_topics(bootstrap: str, prefix: str = "", specs: Iterable[TopicSpec] | None = None) -> list[str]:
+    """Create the topics that do not exist yet; return the names created. Safe to call any time."""
+    specs = list(TOPICS.values() if specs is None else specs)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                s.full_name(prefix),
+                s.partitions,
+                1,
+                topic_configs={"cleanup.policy": "compact"} if s.compacted else {},
+            )
+            for s in specs
+            if s.full_name(prefix) not in existing
+        ]
+        created = []
+        for topic in wanted:  # one by one: another worker may be creating the same topics
+            try:
+                await admin.create_topics([topic])
+                created.append(topic.name)
+            except TopicAlreadyExistsError:
+                pass
+        return created
+    finally:
+        await admin.close()
+
+
+async def describe_topics(bootstrap: str, names: Iterable[str] | None = None) -> dict[str, int]:
+    """Topic name → partition count, for the given names or every topic on the broker."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = sorted(await admin.list_topics()) if names is None else list(names)
+        if not names:
+            return {}
+        described = await admin.describe_topics(names)
+        return {d["topic"]: len(d["partitions"]) for d in described if d["error_code"] == 0}
+    finally:
+        await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def producer(bootstrap: str, **kwargs: object) -> AsyncIterator[AIOKafkaProducer]:
+    """A started producer that flushes and stops on exit."""
+    prod = AIOKafkaProducer(bootstrap_servers=bootstrap, **kwargs)  # type: ignore[arg-type]
+    await prod.start()
+    try:
+        yield prod
+        await prod.flush()
+    finally:
+        await prod.stop()
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    from_beginning: bool = True,
+    idle_timeout_s: float = 2.0,
+    max_messages: int | None = None,
+    follow: bool = False,
+) -> AsyncIterator[tuple[TopicPartition, int, bytes | None, bytes | None, int]]:
+    """Yield ``(tp, offset, key, value, timestamp_ms)`` from every partition of ``topic``.
+
+    Without ``follow`` it stops once nothing new has arrived for ``idle_timeout_s``.
+    Uses no consumer group, so it commits nothing and disturbs no one.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        group_id=None,
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions is None:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - first metadata may be empty
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return
+        consumer.assign(tps)
+        if from_beginning:
+            await consumer.seek_to_beginning(*tps)
+        else:
+            await consumer.seek_to_end(*tps)
+        seen = 0
+        while True:
+            batch = await consumer.getmany(timeout_ms=int(idle_timeout_s * 1000))
+            if not batch and not follow:
+                return
+            for tp, messages in batch.items():
+                for m in messages:
+                    yield tp, m.offset, m.key, m.value, m.timestamp
+                    seen += 1
+                    if max_messages is not None and seen >= max_messages:
+                        return
+    finally:
+        await consumer.stop()
+
+
+async def end_offsets(bootstrap: str, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+    """The true end offset (high-watermark) of each partition.
+
+    ListOffsets("latest") alone is not enough: the embedded Tansu broker can under-report it when
+    records were produced in multi-record batches (it reported 1 for a 100-record batch), while the
+    high-watermark in a fetch response is right. So ask ListOffsets, then fetch once from there and
+    take the larger of the two. Plain Kafka protocol either way; on real Kafka the two agree.
+    """
+    tps = list(tps)
+    if not tps:
+        return {}
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_wait_ms=50,
+        max_partition_fetch_bytes=1024,
+    )
+    await consumer.start()
+    try:
+        listed = await consumer.end_offsets(tps)
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, listed[tp])
+        for _ in range(40):  # each round waits at most ~0.1 s; empty partitions answer at once
+            await consumer.getmany(timeout_ms=100)
+            if all(consumer.highwater(tp) is not None for tp in tps):
+                break
+        return {tp: max(listed[tp], consumer.highwater(tp) or 0) for tp in tps}
+    finally:
+        await consumer.stop()

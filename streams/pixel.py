@@ -1,0 +1,143 @@
+"""The pixel-event validation agent: count valid events per tenant and type, dead-letter the rest."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import orjson
+
+from schemas import DecodeError, PixelEvent, decode
+from schemas.topics import TOPICS
+from streams.deadletters import DeadLetterSink
+from streams.settings import Settings
+
+__all__ = ["PixelValidator", "PixelPipeline"]
+
+log = logging.getLogger(__name__)
+
+#: Dedupe entries are purged (for the partition at hand) once every this many events.
+_PURGE_EVERY = 5_000
+
+
+class PixelValidator:
+    """Checks one raw pixel message: the contract, then what only the deployment knows.
+
+    Pure and synchronous, so it is tested without a broker. Raises :class:`DecodeError`.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.tenants = frozenset(settings.tenants)
+        self.max_bytes = settings.pixel.max_payload_bytes
+        self.max_skew_ms = int(settings.pixel.max_future_skew_s * 1000)
+
+    def check(self, raw: bytes | None, *, now_ms: int, broker_ts_ms: int | None = None) -> PixelEvent:
+        if raw is None:
+            raise DecodeError("invalid_json", "empty message (no value)")
+        event = decode(PixelEvent, raw, max_bytes=self.max_bytes)
+        if event.tenant not in self.tenants:
+            raise DecodeError("unknown_tenant", f"tenant {event.tenant!r} is not served here")
+        if event.client_ts > now_ms + self.max_skew_ms:
+            ahead = (event.client_ts - now_ms) / 1000
+            raise DecodeError("future_timestamp", f"client_ts is {ahead:.0f} s in the future")
+        if event.server_ts is None:
+            event = event.model_copy(update={"server_ts": broker_ts_ms if broker_ts_ms is not None else now_ms})
+        return event
+
+
+@dataclass
+class PixelStats:
+    valid: int = 0
+    rejected: int = 0
+
+
+class PixelPipeline:
+    """Wires the validation agent, its tables and its dead-letter sink into a Faust app.
+
+    Tables are keyed per source partition (``tenant|type|partition``): each key is then written only
+    from its own partition, so its changelog is exact on recovery without a repartition hop; readers
+    sum over partitions.
+    """
+
+    AGENT = "pixel-validate"
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.validator = PixelValidator(settings)
+        self.dedupe_window_ms = int(settings.pixel.dedupe_window_s * 1000)
+        partitions = TOPICS["pixel"].partitions
+        self.topic = app.topic(
+            settings.topic("pixel"), key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+        self.counts = app.Table("pixel-counts", default=int, partitions=partitions, help="valid events")
+        self.seen = app.Table("pixel-seen", default=None, partitions=partitions, help="event ids seen")
+        self.dead = DeadLetterSink(app, settings, self.AGENT)
+        self.stats = PixelStats()
+        self._since_purge: dict[int, int] = {}
+        app.agent(self.topic, name=self.AGENT)(self._process)
+
+    async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
+        async for event in stream.events():
+            message = event.message
+            try:
+                await self._handle(message)
+            except Exception as exc:  # noqa: BLE001 - a worker never dies on one message
+                log.exception("pixel agent failed on %s[%d]@%d", message.topic, message.partition, message.offset)
+                await self.dead.send(message, "internal_error", f"{type(exc).__name__}: {exc}")
+            yield None
+
+    async def _handle(self, message: Any) -> None:
+        now_ms = int(time.time() * 1000)
+        broker_ts = int(message.timestamp * 1000) if message.timestamp else None
+        try:
+            ev = self.validator.check(message.value, now_ms=now_ms, broker_ts_ms=broker_ts)
+        except DecodeError as err:
+            self.stats.rejected += 1
+            await self.dead.send(message, err.reason, err.detail, tenant=_tenant_of(message.value))
+            return
+        seen_key = f"{ev.tenant}|{ev.event_id}"
+        if self.seen.get(seen_key) is not None:
+            self.stats.rejected += 1
+            await self.dead.send(message, "duplicate_event", f"event_id {ev.event_id!r} was already counted", ev.tenant)
+            return
+        partition = message.partition
+        self.seen[seen_key] = [partition, now_ms]
+        self.counts[f"{ev.tenant}|{ev.type}|{partition}"] += 1
+        self.stats.valid += 1
+        self._maybe_purge(partition, now_ms)
+
+    def _maybe_purge(self, partition: int, now_ms: int) -> None:
+        """Forget event ids older than the dedupe window, for this partition only (see class doc)."""
+        n = self._since_purge.get(partition, 0) + 1
+        if n < _PURGE_EVERY:
+            self._since_purge[partition] = n
+            return
+        self._since_purge[partition] = 0
+        horizon = now_ms - self.dedupe_window_ms
+        stale = [k for k, v in self.seen.items() if v and v[0] == partition and v[1] < horizon]
+        for key in stale:
+            del self.seen[key]
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        """Valid events per tenant and type, summed over the partitions this worker holds."""
+        out: dict[str, dict[str, int]] = {}
+        for key, n in self.counts.items():
+            tenant, etype, _ = key.rsplit("|", 2)
+            per_type = out.setdefault(tenant, {})
+            per_type[etype] = per_type.get(etype, 0) + n
+        return out
+
+
+def _tenant_of(raw: bytes | None) -> str | None:
+    """Best-effort tenant of a rejected message, for the dead letter; never raises."""
+    if not raw or len(raw) > 64 * 1024:
+        return None
+    try:
+        obj = orjson.loads(raw)
+    except Exception:  # noqa: BLE001
+        return None
+    tenant = obj.get("tenant") if isinstance(obj, dict) else None
+    return tenant if isinstance(tenant, str) and len(tenant) <= 64 else None

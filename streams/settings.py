@@ -1,0 +1,120 @@
+"""All of shoprank's settings, in one typed, frozen object.
+
+Each field reads an environment variable named in its description; CLI flags override them at the
+entry point (:func:`load_settings`). Nothing else in shoprank reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings", "KafkaSettings", "WorkerSettings", "PixelSettings", "load_settings", "LogLevel"]
+
+LogLevel = Literal["crit", "error", "warn", "info", "debug"]
+
+
+class _Section(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+
+class KafkaSettings(_Section):
+    """Where the Kafka-protocol broker is, and how clients behave on it."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOPRANK_KAFKA_", frozen=True, extra="ignore")
+
+    bootstrap: str | None = Field(
+        default=None,
+        description="SHOPRANK_KAFKA_BOOTSTRAP: host:port[,host:port]. Unset: start or reuse the embedded broker.",
+    )
+    embedded_host: str = Field(default="127.0.0.1", description="SHOPRANK_KAFKA_EMBEDDED_HOST (loopback).")
+    embedded_port: int = Field(default=19092, ge=1, le=65535, description="SHOPRANK_KAFKA_EMBEDDED_PORT.")
+    topic_prefix: str = Field(
+        default="", pattern=r"^[A-Za-z0-9._-]*$", description="SHOPRANK_KAFKA_TOPIC_PREFIX: isolates deployments."
+    )
+    # The embedded broker makes every group join wait the full rebalance timeout, so it is short
+    # by default; raise it on a real Kafka cluster with slow consumers.
+    rebalance_timeout_s: float = Field(default=6.0, gt=0, description="SHOPRANK_KAFKA_REBALANCE_TIMEOUT_S.")
+    session_timeout_s: float = Field(default=10.0, gt=0, description="SHOPRANK_KAFKA_SESSION_TIMEOUT_S.")
+    heartbeat_interval_s: float = Field(default=1.0, gt=0, description="SHOPRANK_KAFKA_HEARTBEAT_INTERVAL_S.")
+
+    @property
+    def embedded_bootstrap(self) -> str:
+        return f"{self.embedded_host}:{self.embedded_port}"
+
+
+class WorkerSettings(_Section):
+    """The Faust worker: identity, web server and table store."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOPRANK_WORKER_", frozen=True, extra="ignore")
+
+    app_id: str = Field(
+        default="shoprank", pattern=r"^[A-Za-z0-9._-]+$", description="SHOPRANK_WORKER_APP_ID: consumer group id."
+    )
+    web_host: str = Field(default="127.0.0.1", description="SHOPRANK_WORKER_WEB_HOST: bind address of the HTTP server.")
+    web_port: int = Field(default=6066, ge=1, le=65535, description="SHOPRANK_WORKER_WEB_PORT.")
+    # memory:// rebuilds tables from their changelog topics at start-up: correct on any broker
+    # and needs no native extension. rocksdb:// (faust-streaming[rocksdict]) makes restarts faster.
+    store: str = Field(default="memory://", description="SHOPRANK_WORKER_STORE: Faust table store URL.")
+    data_dir: Path = Field(default=Path(".shoprank"), description="SHOPRANK_WORKER_DATA_DIR: local state.")
+    loglevel: LogLevel = Field(default="warn", description="SHOPRANK_WORKER_LOGLEVEL.")
+
+
+class PixelSettings(_Section):
+    """Validation of pixel events."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOPRANK_PIXEL_", frozen=True, extra="ignore")
+
+    max_payload_bytes: int = Field(default=64 * 1024, gt=0, description="SHOPRANK_PIXEL_MAX_PAYLOAD_BYTES.")
+    max_future_skew_s: float = Field(
+        default=300.0, ge=0, description="SHOPRANK_PIXEL_MAX_FUTURE_SKEW_S: how far ahead a client clock may run."
+    )
+    dedupe_window_s: float = Field(
+        default=86_400.0, gt=0, description="SHOPRANK_PIXEL_DEDUPE_WINDOW_S: how long event ids are remembered."
+    )
+
+
+class Settings(_Section):
+    """Root settings. ``Settings()`` reads the environment; tests build one with explicit values."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOPRANK_", frozen=True, extra="ignore")
+
+    tenants: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("demo",), description="SHOPRANK_TENANTS: comma-separated tenant ids this deployment serves."
+    )
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    pixel: PixelSettings = Field(default_factory=PixelSettings)
+
+    @field_validator("tenants", mode="before")
+    @classmethod
+    def _split_tenants(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(t.strip() for t in value.split(",") if t.strip())
+        return value
+
+    def topic(self, name: str) -> str:
+        """Broker-side name of a logical topic (``pixel`` → ``shoprank.pixel``, with the prefix)."""
+        from schemas.topics import topic_spec
+
+        return topic_spec(name).full_name(self.kafka.topic_prefix)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment, then apply ``section.field=value`` overrides from CLI flags.
+
+    ``load_settings(kafka={"bootstrap": "h:9092"})`` overrides one field and keeps the rest.
+    """
+    base = Settings()
+    if not overrides:
+        return base
+    data = base.model_dump()
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            data[key].update({k: v for k, v in value.items() if v is not None})
+        elif value is not None:
+            data[key] = value
+    return Settings.model_validate(data)

@@ -1,0 +1,44 @@
+"""Runs one Faust worker in the foreground until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+
+from streams.app import create_app
+from streams.broker import resolve_bootstrap
+from streams.kafka import ensure_topics
+from streams.settings import Settings
+
+__all__ = ["run_worker"]
+
+
+def run_worker(settings: Settings) -> int:
+    """Start (or reuse) the broker, create missing topics, then serve until stopped. Returns an exit code."""
+    (settings.worker.data_dir / settings.worker.app_id).mkdir(parents=True, exist_ok=True)
+    bootstrap, broker = resolve_bootstrap(settings.kafka, start_embedded=True)
+    try:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        # Topics first: a consumer subscribing to a missing topic makes some brokers auto-create it
+        # with their default partition count, which breaks table co-partitioning.
+        loop.run_until_complete(ensure_topics(bootstrap, settings.kafka.topic_prefix))
+        shop = create_app(settings, bootstrap)
+        worker = faust.Worker(
+            shop.faust,
+            loop=loop,
+            loglevel=settings.worker.loglevel,
+            quiet=True,
+            redirect_stdouts=False,
+        )
+        logging.getLogger("aiokafka").setLevel(logging.ERROR)
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exc:
+            return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else 1
+        return 0
+    finally:
+        if broker is not None:
+            broker.stop()

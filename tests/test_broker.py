@@ -1,0 +1,74 @@
+"""The embedded broker: starts, answers, stops, and never outlives its parent."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from streams.broker import EmbeddedBroker
+from streams.exceptions import BrokerStartError
+from streams.kafka import broker_answers, describe_topics, ensure_topics
+from streams.supervise import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def _answers(bootstrap: str) -> bool:
+    return asyncio.run(broker_answers(bootstrap, 1.0))
+
+
+def test_start_answer_stop() -> None:
+    b = EmbeddedBroker(port=free_port()).start()
+    try:
+        assert _answers(b.bootstrap)
+        with pytest.raises(BrokerStartError, match="already answers"):
+            EmbeddedBroker(port=b.port).start()
+    finally:
+        b.stop()
+    assert not b.running()
+    assert not _answers(b.bootstrap)
+
+
+def test_topics_are_created_idempotently_with_their_partition_counts(broker: EmbeddedBroker) -> None:
+    created = asyncio.run(ensure_topics(broker.bootstrap, "idem."))
+    assert len(created) == 6
+    assert asyncio.run(ensure_topics(broker.bootstrap, "idem.")) == []
+    parts = asyncio.run(describe_topics(broker.bootstrap, created))
+    assert parts["idem.shoprank.pixel"] == 4 and parts["idem.shoprank.rules"] == 1
+
+
+def test_broker_dies_with_its_parent_even_on_kill_9() -> None:
+    port = free_port()
+    code = (
+        "import time; from streams.broker import EmbeddedBroker; "
+        f"b = EmbeddedBroker(port={port}).start(); print('up', b.process.pid, flush=True); time.sleep(120)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        line = parent.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("up"), line
+        child = int(line.split()[1])
+        assert _answers(f"127.0.0.1:{port}")
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(child):
+            time.sleep(0.1)
+        assert not _alive(child), "tansu outlived its killed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"  # a zombie has exited; only its entry remains
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,88 @@
+"""The CLI as a user meets it: one-line errors with a fix, non-zero exits, no tracebacks."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from streams.broker import EmbeddedBroker
+from streams.sample_events import valid_events
+from streams.supervise import free_port
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.integration
+
+
+def _one_line_error(result, code: int) -> str:  # type: ignore[no-untyped-def]
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("shoprank: ")
+    return lines[0]
+
+
+def test_bad_flag() -> None:
+    line = _one_line_error(run_cli("worker", "--no-such-flag"), 2)
+    assert "--no-such-flag" in line and "--help" in line
+
+
+def test_bad_flag_value() -> None:
+    line = _one_line_error(run_cli("broker", "--port", "99999999"), 2)
+    assert "--port" in line
+
+
+def test_unknown_command() -> None:
+    _one_line_error(run_cli("frobnicate"), 2)
+
+
+def test_broker_unreachable_says_what_to_do() -> None:
+    line = _one_line_error(run_cli("--bootstrap", f"127.0.0.1:{free_port()}", "topics"), 1)
+    assert "not reachable" in line and "SHOPRANK_KAFKA_BOOTSTRAP" in line
+
+
+def test_no_embedded_broker_running_says_start_one() -> None:
+    line = _one_line_error(run_cli("tail", "pixel", env={"SHOPRANK_KAFKA_EMBEDDED_PORT": str(free_port())}), 1)
+    assert "shoprank broker" in line
+
+
+def test_bad_files(broker: EmbeddedBroker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {"SHOPRANK_KAFKA_BOOTSTRAP": broker.bootstrap}
+    line = _one_line_error(run_cli("produce", "pixel", str(tmp_path / "missing.jsonl"), env=env), 1)
+    assert "no such file" in line
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"ok": 1}\n{oops\n')
+    line = _one_line_error(run_cli("produce", "pixel", str(bad), env=env), 1)
+    assert "bad.jsonl:2" in line and "nothing was sent" in line
+    line = _one_line_error(run_cli("produce", "no-such-topic", str(bad), env=env), 1)
+    assert "known topics" in line
+
+
+def test_produce_then_tail_round_trip(broker: EmbeddedBroker, prefix: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {"SHOPRANK_KAFKA_BOOTSTRAP": broker.bootstrap, "SHOPRANK_KAFKA_TOPIC_PREFIX": prefix}
+    events = valid_events(25, seed=3)
+    src = tmp_path / "events.jsonl"
+    src.write_bytes(b"\n".join(m.value for m in events) + b"\n")
+    sent = run_cli("produce", "pixel", str(src), env=env)
+    assert sent.returncode == 0, sent.stderr
+    assert "sent 25 messages" in sent.stderr
+    out = run_cli("tail", "pixel", "--meta", "--idle", "1", env=env)
+    assert out.returncode == 0, out.stderr
+    rows = [orjson.loads(line) for line in out.stdout.splitlines()]
+    assert sorted(r["value"]["event_id"] for r in rows) == sorted(orjson.loads(m.value)["event_id"] for m in events)
+    # keyed as the contract says, so one session's events share a partition
+    for r in rows:
+        assert r["key"] == f"{r['value']['tenant']}:{r['value']['session_id']}"
+    by_key: dict[str, set[int]] = {}
+    for r in rows:
+        by_key.setdefault(r["key"], set()).add(r["partition"])
+    assert all(len(p) == 1 for p in by_key.values())
+
+
+def test_topics_lists_and_creates(broker: EmbeddedBroker) -> None:
+    env = {"SHOPRANK_KAFKA_BOOTSTRAP": broker.bootstrap, "SHOPRANK_KAFKA_TOPIC_PREFIX": "clitopics."}
+    first = run_cli("topics", env=env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("created") == 6
+    again = run_cli("topics", env=env)
+    assert "created" not in again.stdout and again.stdout.count(" ok ") == 6

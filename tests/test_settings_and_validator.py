@@ -1,0 +1,65 @@
+"""Settings parsing and the contextual pixel checks, without a broker."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from schemas import DecodeError
+from streams.pixel import PixelValidator
+from streams.sample_events import valid_events
+from streams.settings import Settings, load_settings
+
+
+def test_settings_read_the_environment_and_flags_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOPRANK_KAFKA_BOOTSTRAP", "kafka-1:9092,kafka-2:9092")
+    monkeypatch.setenv("SHOPRANK_TENANTS", "demo, acme ,")
+    monkeypatch.setenv("SHOPRANK_WORKER_WEB_PORT", "7001")
+    s = load_settings(worker={"web_port": 7002, "app_id": None})
+    assert s.kafka.bootstrap == "kafka-1:9092,kafka-2:9092"
+    assert s.tenants == ("demo", "acme")
+    assert s.worker.web_port == 7002 and s.worker.app_id == "shoprank"
+    assert s.topic("pixel") == "shoprank.pixel"
+    with pytest.raises(ValidationError):
+        s.worker.web_port = 1  # type: ignore[misc]  # frozen
+
+
+def test_bad_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOPRANK_WORKER_WEB_PORT", "not-a-port")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def _validator() -> PixelValidator:
+    return PixelValidator(Settings(tenants=("demo",)))
+
+
+def test_validator_fills_server_ts_from_broker_time() -> None:
+    raw = valid_events(1)[0].value
+    now = int(time.time() * 1000)
+    assert _validator().check(raw, now_ms=now, broker_ts_ms=now - 5).server_ts == now - 5
+    assert _validator().check(raw, now_ms=now).server_ts == now
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"tenant": "other"}, "unknown_tenant"),
+        ({"client_ts": int(time.time() * 1000) + 3_600_000}, "future_timestamp"),
+        ({"page_url": "x" * 70_000}, "payload_too_large"),
+    ],
+)
+def test_contextual_rejections(change: dict, reason: str) -> None:
+    ev = {**orjson.loads(valid_events(1)[0].value), **change}
+    with pytest.raises(DecodeError) as err:
+        _validator().check(orjson.dumps(ev), now_ms=int(time.time() * 1000))
+    assert err.value.reason == reason
+
+
+def test_small_clock_skew_is_accepted() -> None:
+    now = int(time.time() * 1000)
+    ev = {**orjson.loads(valid_events(1)[0].value), "client_ts": now + 60_000}
+    assert _validator().check(orjson.dumps(ev), now_ms=now).client_ts == now + 60_000
