@@ -20,6 +20,7 @@ from types import TracebackType
 from streams.exceptions import BrokerStartError, BrokerUnavailable
 from streams.kafka import broker_answers
 from streams.settings import KafkaSettings
+from streams.supervise import spawn
 
 __all__ = ["EmbeddedBroker", "tansu_binary", "resolve_bootstrap"]
 
@@ -72,19 +73,8 @@ class EmbeddedBroker:
             "--advertised-listener-url", url,
             "--storage-engine", "memory://tansu/",
         ]
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         parent = os.getpid()
-        try:
-            self.process = subprocess.Popen(  # noqa: S603 - fixed argv
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                preexec_fn=lambda: _die_with_parent(parent),  # noqa: PLW1509
-            )
-        finally:
-            if self.log_path:
-                out.close()  # type: ignore[union-attr]
+        self.process = spawn(cmd, self.log_path, preexec_fn=lambda: _die_with_parent(parent))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

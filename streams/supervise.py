@@ -15,7 +15,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["WorkerProcess", "free_port", "http_json"]
+__all__ = ["WorkerProcess", "free_port", "http_json", "spawn"]
+
+
+def spawn(argv: list[str], log_path: Path | None, **popen: Any) -> subprocess.Popen[bytes]:
+    """Start ``argv`` with stdout and stderr appended to ``log_path`` (or discarded), stdin closed."""
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - the child keeps its own copy
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, **popen)  # noqa: S603
+    finally:
+        if log_path:
+            out.close()  # type: ignore[union-attr]
 
 
 def free_port() -> int:
@@ -75,19 +85,9 @@ class WorkerProcess:
         return f"http://127.0.0.1:{self.web_port}"
 
     def start(self, ready_timeout_s: float = 90.0) -> WorkerProcess:
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        try:
-            self.process = subprocess.Popen(  # noqa: S603
-                [sys.executable, "-m", "streams.cli", "worker"],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            if self.log_path:
-                out.close()  # type: ignore[union-attr]
+        self.process = spawn(
+            [sys.executable, "-m", "streams.cli", "worker"], self.log_path, env=self.env, start_new_session=True
+        )
         self.wait_ready(ready_timeout_s)
         return self
 

@@ -86,3 +86,28 @@ def test_topics_lists_and_creates(broker: EmbeddedBroker) -> None:
     assert first.stdout.count("created") == 6
     again = run_cli("topics", env=env)
     assert "created" not in again.stdout and again.stdout.count(" ok ") == 6
+
+
+def test_broker_command_serves_until_sigterm() -> None:
+    import asyncio
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from streams.kafka import broker_answers
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPRANK_")}
+    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "broker", "--port", str(port)],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stderr.readline()  # type: ignore[union-attr]
+        assert f"broker ready at 127.0.0.1:{port}" in line
+        assert asyncio.run(broker_answers(f"127.0.0.1:{port}", 2.0))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        assert not asyncio.run(broker_answers(f"127.0.0.1:{port}", 1.0))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
