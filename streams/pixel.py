@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import faust
+import faust.streams as faust_streams
 import orjson
 
 from schemas import DecodeError, PixelEvent, decode
@@ -22,6 +25,18 @@ log = logging.getLogger(__name__)
 
 #: Dedupe entries are purged (for the partition at hand) once every this many events.
 _PURGE_EVERY = 5_000
+#: Micro-batch bounds: at most this many events, or whatever arrived within this many seconds.
+_BATCH_MAX = 500
+_BATCH_WITHIN_S = 0.05
+
+
+def _as_current(event: Any) -> None:
+    """Make ``event`` the stream's current event, so table writes go to its partition's changelog.
+
+    Faust routes a table write to the changelog partition of the event being processed; inside a
+    batch that is whichever event Faust saw last, so we name the right one before each write.
+    """
+    faust_streams._current_event.set(weakref.ref(event))  # noqa: SLF001
 
 
 class PixelValidator:
@@ -80,16 +95,27 @@ class PixelPipeline:
         app.agent(self.topic, name=self.AGENT)(self._process)
 
     async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
-        async for event in stream.events():
-            message = event.message
-            try:
-                await self._handle(message)
-            except Exception as exc:  # noqa: BLE001 - a worker never dies on one message
-                log.exception("pixel agent failed on %s[%d]@%d", message.topic, message.partition, message.offset)
-                await self.dead.send(message, "internal_error", f"{type(exc).__name__}: {exc}")
+        # Batches: a count key is then written once per batch rather than once per event, which
+        # halves the changelog traffic that bounds this agent's throughput. Offsets of a batch are
+        # acknowledged only after the whole batch has been handled (at-least-once).
+        async for batch in stream.take_events(_BATCH_MAX, within=_BATCH_WITHIN_S):
+            counts: Counter[str] = Counter()
+            last_of_partition: dict[int, Any] = {}
+            for event in batch:
+                message = event.message
+                try:
+                    await self._handle(event, counts)
+                    last_of_partition[message.partition] = event
+                except Exception as exc:  # noqa: BLE001 - a worker never dies on one message
+                    log.exception("pixel agent failed on %s[%d]@%d", message.topic, message.partition, message.offset)
+                    await self.dead.send(message, "internal_error", f"{type(exc).__name__}: {exc}")
+            for key, n in counts.items():
+                _as_current(last_of_partition[int(key.rsplit("|", 1)[1])])
+                self.counts[key] += n
             yield None
 
-    async def _handle(self, message: Any) -> None:
+    async def _handle(self, event: Any, counts: Counter[str]) -> None:
+        message = event.message
         now_ms = int(time.time() * 1000)
         broker_ts = int(message.timestamp * 1000) if message.timestamp else None
         try:
@@ -104,8 +130,9 @@ class PixelPipeline:
             await self.dead.send(message, "duplicate_event", f"event_id {ev.event_id!r} was already counted", ev.tenant)
             return
         partition = message.partition
+        _as_current(event)
         self.seen[seen_key] = [partition, now_ms]
-        self.counts[f"{ev.tenant}|{ev.type}|{partition}"] += 1
+        counts[f"{ev.tenant}|{ev.type}|{partition}"] += 1
         self.stats.valid += 1
         self._maybe_purge(partition, now_ms)
 
