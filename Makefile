@@ -11,7 +11,10 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# torch first and on its own: 2.13.0 is the CPU build this machine keeps on disk; any other
+	# request for torch would pull a multi-GB CUDA build. Only export and training use it.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[train,test]'
 	touch $@
 
 demo: $(STAMP)

@@ -1,3 +1,7 @@
 """Embedding, ranking and training. Never imports ``streams``: everything here runs without Kafka."""
 
-__all__: list[str] = []
+from models.embedder import Embedder, OnnxEmbedder
+from models.exceptions import ModelError, ModelNotFound
+from models.manifest import ModelManifest
+
+__all__ = ["Embedder", "OnnxEmbedder", "ModelError", "ModelNotFound", "ModelManifest"]

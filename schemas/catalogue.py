@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from schemas.base import Currency, Identifier, Record, TenantId
 
@@ -39,7 +40,7 @@ class CatalogueUpdate(Record):
     def _upsert_fields(self) -> CatalogueUpdate:
         if self.op == "upsert":
             if self.title is None:
-                raise ValueError("an upsert needs a title")
+                raise PydanticCustomError("missing", "an upsert needs a title")
             if self.price is not None and self.currency is None:
-                raise ValueError("a price needs a currency")
+                raise PydanticCustomError("missing", "a price needs a currency")
         return self

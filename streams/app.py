@@ -7,7 +7,11 @@ from dataclasses import dataclass
 import faust
 
 from streams import faust_compat
+from streams.batching import in_thread
+from streams.catalogue import CataloguePipeline
 from streams.pixel import PixelPipeline
+from streams.resources import Resources
+from streams.search import SearchPipeline
 from streams.settings import Settings
 
 __all__ = ["ShoprankApp", "create_app"]
@@ -20,7 +24,10 @@ class ShoprankApp:
     faust: faust.App
     settings: Settings
     bootstrap: str
+    resources: Resources
     pixel: PixelPipeline
+    catalogue: CataloguePipeline
+    search: SearchPipeline
 
 
 def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
@@ -29,7 +36,9 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
     kafka = settings.kafka
     worker = settings.worker
     app = faust.App(
-        worker.app_id,
+        # The prefix isolates deployments on one cluster: Faust names its consumer group and its
+        # changelog topics after the app id, so those must carry the prefix too.
+        f"{kafka.topic_prefix}{worker.app_id}",
         broker=[f"kafka://{server.strip()}" for server in bootstrap.split(",")],
         store=worker.store,
         datadir=str(worker.data_dir / worker.app_id),
@@ -47,7 +56,22 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
         web_host=worker.web_host,
         web_port=worker.web_port,
     )
-    shop = ShoprankApp(faust=app, settings=settings, bootstrap=bootstrap, pixel=PixelPipeline(app, settings))
+    resources = Resources(settings)
+    shop = ShoprankApp(
+        faust=app,
+        settings=settings,
+        bootstrap=bootstrap,
+        resources=resources,
+        pixel=PixelPipeline(app, settings),
+        catalogue=CataloguePipeline(app, settings, lambda: resources.indexer),
+        search=SearchPipeline(app, settings, lambda: resources.searcher),
+    )
+
+    @app.task
+    async def load_resources() -> None:
+        """Open the store and load the model in the background; /readyz waits for both."""
+        await in_thread(lambda: (resources.store, resources.embedder))
+
     from streams.web import register_views
 
     register_views(shop)

@@ -218,6 +218,135 @@ def topics(ctx: click.Context, create: bool) -> None:
     Console().print(table)
 
 
+@cli.command()
+@click.argument("query")
+@click.option("--tenant", default="demo", show_default=True)
+@click.option("--size", "page_size", type=click.IntRange(1, 100), default=10, show_default=True)
+@click.option("--category", default=None, help="Filter: any level of the category path.")
+@click.option("--brand", "brands", multiple=True, help="Filter: brand (repeatable).")
+@click.option("--min-price", type=click.FloatRange(min=0), default=None)
+@click.option("--max-price", type=click.FloatRange(min=0), default=None)
+@click.option("--in-stock", is_flag=True, default=None, help="Filter: only products in stock.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the raw SearchResult.")
+@click.pass_context
+def search(ctx: click.Context, query: str, tenant: str, page_size: int, category: str | None, brands: tuple[str, ...],
+           min_price: float | None, max_price: float | None, in_stock: bool | None, timeout: float,
+           as_json: bool) -> None:
+    """Search over Kafka: send a request, print the reply (needs a running worker)."""
+    from schemas import SearchFilters, encode
+    from streams.search_client import SearchClient, SearchTimeout
+
+    settings = _settings(ctx)
+    bootstrap = _resolve(settings)
+    try:
+        filters = SearchFilters(category=category, brand=list(brands) or None, price_min=min_price,
+                                price_max=max_price, in_stock=in_stock)
+    except ValidationError as exc:
+        raise UserInputError(f"bad filter: {exc.errors(include_url=False)[0]['msg']}") from None
+
+    async def run() -> Any:
+        async with SearchClient(bootstrap, settings.topic("search-requests"), settings.topic("search-results")) as c:
+            return await c.search(tenant, query, timeout_s=timeout, page_size=page_size, filters=filters)
+
+    try:
+        result = asyncio.run(run())
+    except SearchTimeout as exc:
+        raise UserInputError(str(exc)) from None
+    except ValidationError as exc:
+        raise UserInputError(f"bad request: {exc.errors(include_url=False)[0]['msg']}") from None
+    if as_json:
+        sys.stdout.buffer.write(encode(result) + b"\n")
+        return
+    if result.error:
+        raise UserInputError(f"{result.error.code}: {result.error.message}")
+    from rich.console import Console
+
+    from streams.render import print_result
+
+    print_result(Console(), result)
+
+
+@cli.command("eval")
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="Labelled set: products.jsonl, queries.tsv, qrels.txt.")
+@click.option("--queries", "max_queries", type=click.IntRange(min=1), default=None, help="Sample this many queries.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("eval-results"),
+              show_default=True, help="Where the markdown table and PNG plot go.")
+@click.option("--store-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Reuse this Qdrant Edge directory (indexes once; default: a fresh temporary one).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.pass_context
+def eval_cmd(ctx: click.Context, data_dir: Path, max_queries: int | None, out_dir: Path, store_dir: Path | None,
+             seed: int) -> None:
+    """NDCG@10, MRR@10, Recall@100 of keyword, dense and hybrid search (retrieval and re-ranking)."""
+    import tempfile
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from models.embedder import OnnxEmbedder
+    from models.evaluation import evaluate, load_labelled_set
+    from models.export import export_base_model
+    from models.store import open_store
+
+    settings = _settings(ctx)
+    for name in ("products.jsonl", "queries.tsv", "qrels.txt"):
+        if not (data_dir / name).exists():
+            raise UserInputError(f"{data_dir} has no {name} — a labelled set needs products.jsonl, queries.tsv, qrels.txt")
+    console = Console(stderr=True)
+    data = load_labelled_set(data_dir, max_queries=max_queries, seed=seed)
+    export_base_model(settings.models.embedder_dir)
+    embedder = OnnxEmbedder(settings.models.embedder_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = store_dir or Path(tmp)
+        store = open_store("edge", root=root)
+        already = (root / "eval").exists() and store_dir is not None
+        try:
+            with Progress(console=console) as progress:
+                tasks: dict[str, Any] = {}
+
+                def tick(stage: str, done: int, total: int) -> None:
+                    if stage not in tasks:
+                        tasks[stage] = progress.add_task(stage, total=total)
+                    progress.update(tasks[stage], completed=done + 1)
+
+                report = evaluate(data, store, embedder, index=not already, progress=tick)
+        finally:
+            store.close()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = report.markdown()
+    (out_dir / f"relevance-{data.name}.md").write_text(md)
+    png = report.plot(out_dir / f"relevance-{data.name}.png")
+    click.echo(md)
+    click.echo(f"wrote {out_dir / f'relevance-{data.name}.md'} and {png}", err=True)
+
+
+@cli.group()
+def models() -> None:
+    """Exported embedding models."""
+
+
+@models.command("export")
+@click.option("--dir", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Target directory (default: SHOPRANK_MODELS_DIR/base, or base-int8 with --int8).")
+@click.option("--int8", is_flag=True, help="Also quantise to int8 (dynamic, per channel).")
+@click.option("--force", is_flag=True, help="Export again even if the directory holds this model.")
+@click.pass_context
+def models_export(ctx: click.Context, out_dir: Path | None, int8: bool, force: bool) -> None:
+    """Export the bundled all-MiniLM-L6-v2 to ONNX (once; later runs reuse it)."""
+    from models.exceptions import ModelError
+    from models.export import export_base_model
+
+    settings = _settings(ctx)
+    target = out_dir or settings.models.dir / ("base-int8" if int8 else "base")
+    try:
+        manifest = export_base_model(target, quantize=int8, force=force)
+    except ModelError as exc:
+        raise UserInputError(str(exc)) from None
+    click.echo(f"{manifest.version}: {manifest.dimensions} dims, {manifest.onnx_file} in {target}")
+
+
 def _fail(message: str, code: int) -> NoReturn:
     click.echo(f"shoprank: {message}", err=True)
     sys.exit(code)

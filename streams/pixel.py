@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import faust
-import faust.streams as faust_streams
 import orjson
 
 from schemas import DecodeError, PixelEvent, decode
 from schemas.topics import TOPICS
+from streams.batching import as_current
 from streams.deadletters import DeadLetterSink
 from streams.settings import Settings
 
@@ -28,15 +27,6 @@ _PURGE_EVERY = 5_000
 #: Micro-batch bounds: at most this many events, or whatever arrived within this many seconds.
 _BATCH_MAX = 500
 _BATCH_WITHIN_S = 0.05
-
-
-def _as_current(event: Any) -> None:
-    """Make ``event`` the stream's current event, so table writes go to its partition's changelog.
-
-    Faust routes a table write to the changelog partition of the event being processed; inside a
-    batch that is whichever event Faust saw last, so we name the right one before each write.
-    """
-    faust_streams._current_event.set(weakref.ref(event))  # noqa: SLF001
 
 
 class PixelValidator:
@@ -110,7 +100,7 @@ class PixelPipeline:
                     log.exception("pixel agent failed on %s[%d]@%d", message.topic, message.partition, message.offset)
                     await self.dead.send(message, "internal_error", f"{type(exc).__name__}: {exc}")
             for key, n in counts.items():
-                _as_current(last_of_partition[int(key.rsplit("|", 1)[1])])
+                as_current(last_of_partition[int(key.rsplit("|", 1)[1])])
                 self.counts[key] += n
             yield None
 
@@ -130,7 +120,7 @@ class PixelPipeline:
             await self.dead.send(message, "duplicate_event", f"event_id {ev.event_id!r} was already counted", ev.tenant)
             return
         partition = message.partition
-        _as_current(event)
+        as_current(event)
         self.seen[seen_key] = [partition, now_ms]
         counts[f"{ev.tenant}|{ev.type}|{partition}"] += 1
         self.stats.valid += 1

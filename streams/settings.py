@@ -12,7 +12,16 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings", "KafkaSettings", "WorkerSettings", "PixelSettings", "load_settings", "LogLevel"]
+__all__ = [
+    "Settings",
+    "KafkaSettings",
+    "WorkerSettings",
+    "PixelSettings",
+    "ModelSettings",
+    "StoreSettings",
+    "load_settings",
+    "LogLevel",
+]
 
 LogLevel = Literal["crit", "error", "warn", "info", "debug"]
 
@@ -77,6 +86,30 @@ class PixelSettings(_Section):
     )
 
 
+class ModelSettings(_Section):
+    """Where exported models live."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOPRANK_MODELS_", frozen=True, extra="ignore")
+
+    dir: Path = Field(default=Path(".shoprank/models"), description="SHOPRANK_MODELS_DIR: exported models.")
+    embedder: str = Field(default="base", description="SHOPRANK_MODELS_EMBEDDER: sub-directory of the serving embedder.")
+
+    @property
+    def embedder_dir(self) -> Path:
+        return self.dir / self.embedder
+
+
+class StoreSettings(_Section):
+    """The vector store: Qdrant Edge in-process (default) or a Qdrant server."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOPRANK_STORE_", frozen=True, extra="ignore")
+
+    kind: Literal["edge", "qdrant"] = Field(default="edge", description="SHOPRANK_STORE_KIND: edge or qdrant.")
+    dir: Path = Field(default=Path(".shoprank/index"), description="SHOPRANK_STORE_DIR: Qdrant Edge shards.")
+    url: str | None = Field(default=None, description="SHOPRANK_STORE_URL: Qdrant server URL (kind=qdrant).")
+    collection_prefix: str = Field(default="", description="SHOPRANK_STORE_COLLECTION_PREFIX (kind=qdrant).")
+
+
 class Settings(_Section):
     """Root settings. ``Settings()`` reads the environment; tests build one with explicit values."""
 
@@ -88,6 +121,8 @@ class Settings(_Section):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     pixel: PixelSettings = Field(default_factory=PixelSettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
 
     @field_validator("tenants", mode="before")
     @classmethod

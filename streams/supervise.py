@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["WorkerProcess", "free_port", "http_json", "spawn"]
+__all__ = ["WorkerProcess", "free_port", "http_json", "http_post_json", "spawn"]
 
 
 def spawn(argv: list[str], log_path: Path | None, **popen: Any) -> subprocess.Popen[bytes]:
@@ -46,6 +46,22 @@ def http_json(url: str, timeout_s: float = 2.0) -> tuple[int, Any]:
             return exc.code, json.loads(body or b"null")
         except ValueError:
             return exc.code, body.decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0, None
+
+
+def http_post_json(url: str, body: Any, timeout_s: float = 30.0) -> tuple[int, Any]:
+    """POST ``body`` as JSON; (status, parsed JSON body). Connection failures give status 0."""
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 - loopback URLs we build
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"null")
+        except ValueError:
+            return exc.code, None
     except (urllib.error.URLError, OSError, ValueError):
         return 0, None
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from faust import web
+
+from schemas import DecodeError, SearchRequest, SearchResult, encode, validate
+from streams.search import request_error_code
 
 if TYPE_CHECKING:
     from streams.app import ShoprankApp
 
-__all__ = ["register_views"]
+__all__ = ["register_views", "openapi_document"]
+
+_MAX_BODY = 64 * 1024
 
 
 def register_views(shop: ShoprankApp) -> None:
@@ -25,6 +32,45 @@ def register_views(shop: ShoprankApp) -> None:
         """Partitions assigned and tables recovered: the worker is processing."""
         checks = _readiness(shop)
         return view.json({"ready": all(checks.values()), "checks": checks}, status=200 if all(checks.values()) else 503)
+
+    @app.page("/v1/search")
+    class SearchView(web.View):
+        """POST a SearchRequest (request_id optional): a SearchResult, or a 4xx with the reason."""
+
+        async def get(self, request: web.Request) -> web.Response:
+            return self.json({"error": "method_not_allowed", "message": "POST a JSON search request"}, status=405)
+
+        async def post(self, request: web.Request) -> web.Response:
+            raw = await request.read()
+            if len(raw) > _MAX_BODY:
+                return self.json({"error": "payload_too_large", "message": f"at most {_MAX_BODY} bytes"}, status=413)
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                return self.json({"error": "invalid_json", "message": str(exc)}, status=400)
+            if isinstance(body, dict):
+                body.setdefault("request_id", uuid.uuid4().hex)
+            try:
+                req = validate(SearchRequest, body)
+            except DecodeError as err:
+                return self.json({"error": request_error_code(err), "message": err.detail}, status=422)
+            result = await shop.search.answer(req)
+            if result.error:
+                status = {"unknown_tenant": 404, "internal_error": 503}.get(result.error.code, 422)
+                return self.json({"error": result.error.code, "message": result.error.message}, status=status)
+            return self.bytes(encode(result), content_type="application/json")
+
+    @app.page("/openapi.json")
+    async def openapi(view: web.View, request: web.Request) -> web.Response:
+        return view.bytes(orjson.dumps(openapi_document()), content_type="application/json")
+
+    @app.page("/v1/stats/catalogue")
+    async def catalogue_stats(view: web.View, request: web.Request) -> web.Response:
+        s = shop.catalogue.stats
+        out = {k: v for k, v in vars(s).items() if k != "tenants"}
+        out["tenants"] = sorted(s.tenants)
+        out["dead_letters"] = dict(shop.catalogue.dead.counts)
+        return view.json(out)
 
     @app.page("/v1/stats/pixel")
     async def pixel_stats(view: web.View, request: web.Request) -> web.Response:
@@ -46,4 +92,56 @@ def _readiness(shop: ShoprankApp) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - consumer not started yet
         assigned = False
     recovered = app.tables.recovery.completed.is_set()
-    return {"partitions_assigned": assigned, "tables_recovered": recovered, "rebalancing": not app.rebalancing}
+    return {
+        "partitions_assigned": assigned,
+        "tables_recovered": recovered,
+        "not_rebalancing": not app.rebalancing,
+        **shop.resources.loaded(),
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    """OpenAPI 3.1 description of the gateway, with the request and result schemas from ``schemas/``."""
+    req = SearchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    res = SearchResult.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = {**req.pop("$defs", {}), **res.pop("$defs", {}), "SearchRequest": req, "SearchResult": res}
+    components["Error"] = {
+        "type": "object",
+        "required": ["error", "message"],
+        "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+    }
+    err = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "shoprank gateway", "version": "1"},
+        "paths": {
+            "/v1/search": {
+                "post": {
+                    "summary": "Search a tenant's catalogue (request_id may be omitted)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SearchRequest"}}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "Ranked results",
+                            "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/SearchResult"}}
+                            },
+                        },
+                        "400": {"description": "Body is not JSON", **err},
+                        "404": {"description": "Unknown tenant", **err},
+                        "422": {"description": "Request breaks the contract (empty or overlong query…)", **err},
+                    },
+                }
+            },
+            "/healthz": {"get": {"summary": "Process alive", "responses": {"200": {"description": "ok"}}}},
+            "/readyz": {
+                "get": {
+                    "summary": "Broker reachable, partitions assigned, tables recovered, store open, model loaded",
+                    "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
+                }
+            },
+        },
+        "components": {"schemas": components},
+    }

@@ -9,6 +9,7 @@ import faust
 
 from streams.app import create_app
 from streams.broker import resolve_bootstrap
+from streams.exceptions import UserInputError
 from streams.kafka import ensure_topics
 from streams.settings import Settings
 
@@ -17,6 +18,12 @@ __all__ = ["run_worker"]
 
 def run_worker(settings: Settings) -> int:
     """Start (or reuse) the broker, create missing topics, then serve until stopped. Returns an exit code."""
+    manifest = settings.models.embedder_dir / "manifest.json"
+    if not manifest.exists():  # fail before joining the group, with the fix, not inside Faust
+        raise UserInputError(
+            f"no exported model in {settings.models.embedder_dir} — run `shoprank models export` "
+            "(or set SHOPRANK_MODELS_DIR)"
+        )
     (settings.worker.data_dir / settings.worker.app_id).mkdir(parents=True, exist_ok=True)
     bootstrap, broker = resolve_bootstrap(settings.kafka, start_embedded=True)
     try:
@@ -38,6 +45,8 @@ def run_worker(settings: Settings) -> int:
             worker.execute_from_commandline()
         except SystemExit as exc:
             return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else 1
+        finally:
+            shop.resources.close()  # agents have stopped: flush and close the store
         return 0
     finally:
         if broker is not None:

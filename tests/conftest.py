@@ -17,6 +17,17 @@ from streams.kafka import ensure_topics
 from streams.supervise import WorkerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
+#: Exported once and reused across runs (export takes ~10 s; the manifest makes reuse safe).
+MODELS = REPO / ".shoprank" / "test-models"
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The real all-MiniLM-L6-v2, exported to ONNX by the project's own export code."""
+    from models.export import export_base_model
+
+    export_base_model(MODELS / "base")
+    return MODELS / "base"
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +49,7 @@ def prefix(broker: EmbeddedBroker) -> str:
 
 
 @pytest.fixture
-def make_worker(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
+def make_worker(broker: EmbeddedBroker, tmp_path: Path, model_dir: Path) -> Iterator[callable]:  # type: ignore[valid-type]
     """Factory: start workers on the session broker; every one is stopped after the test."""
     started: list[WorkerProcess] = []
 
@@ -50,6 +61,8 @@ def make_worker(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[callable]:  
             tenants=tenants,
             data_dir=tmp_path / "data",
             log_path=tmp_path / f"worker-{len(started)}.log",
+            extra_env={"SHOPRANK_MODELS_DIR": str(model_dir.parent), "SHOPRANK_MODELS_EMBEDDER": model_dir.name,
+                       "SHOPRANK_STORE_DIR": str(tmp_path / "index")},
             **kw,  # type: ignore[arg-type]
         )
         started.append(w)

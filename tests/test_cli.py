@@ -111,3 +111,9 @@ def test_broker_command_serves_until_sigterm() -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_worker_without_a_model_says_how_to_make_one(broker: EmbeddedBroker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {"SHOPRANK_KAFKA_BOOTSTRAP": broker.bootstrap, "SHOPRANK_MODELS_DIR": str(tmp_path)}
+    line = _one_line_error(run_cli("worker", env=env), 1)
+    assert "shoprank models export" in line

@@ -28,3 +28,13 @@ def test_dockerfile_installs_the_package_and_runs_a_worker() -> None:
     assert "pip install" in text and 'ENTRYPOINT ["shoprank"]' in text and 'CMD ["worker"]' in text
     for pkg in ("schemas", "streams", "models"):
         assert f"COPY {pkg}" in text
+
+
+def test_workers_use_the_server_store_and_the_mounted_models() -> None:
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    for name, svc in compose["services"].items():
+        if name.startswith("worker"):
+            env = svc["environment"]
+            assert env["SHOPRANK_STORE_KIND"] == "qdrant" and env["SHOPRANK_STORE_URL"].startswith("http://qdrant")
+            mounts = [v["target"] if isinstance(v, dict) else v.split(":")[1] for v in svc.get("volumes", [])]
+            assert env["SHOPRANK_MODELS_DIR"] in mounts

@@ -126,3 +126,23 @@ def test_restart_recovers_tables_from_the_changelog(broker: EmbeddedBroker, pref
     assert second.get("/v1/stats/pixel")["dead_letters"] == {"duplicate_event": 1}
     letter = dead_letters(broker, prefix)[0]
     assert base64.b64decode(letter.value_b64) == batch1[7].value
+
+
+def test_deployments_with_different_prefixes_share_no_table_state(broker: EmbeddedBroker, make_worker) -> None:  # type: ignore[no-untyped-def]
+    import uuid
+
+    from streams.kafka import ensure_topics
+
+    prefixes = [f"iso{uuid.uuid4().hex[:6]}.", f"iso{uuid.uuid4().hex[:6]}."]
+    for p in prefixes:
+        asyncio.run(ensure_topics(broker.bootstrap, p))
+    events = valid_events(30, seed=9)
+    first = make_worker(prefixes[0], app_id="same-app")
+    publish(broker, f"{prefixes[0]}shoprank.pixel", events)
+    wait_counts(first, expected_counts(events))
+    first.stop()
+    # Same app id, other prefix: must start empty and count the same events afresh, not as duplicates.
+    second = make_worker(prefixes[1], app_id="same-app")
+    assert second.get("/v1/stats/pixel")["counts"] == {}
+    publish(broker, f"{prefixes[1]}shoprank.pixel", events)
+    wait_counts(second, expected_counts(events))

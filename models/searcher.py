@@ -1,0 +1,116 @@
+"""Answers a search request: embed the query, hybrid retrieval with filters, facets, timings.
+
+No Kafka here: the search agent and the HTTP gateway both call :meth:`Searcher.search`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Collection
+
+from models.embedder import Embedder
+from models.store import Hit, SearchFilter, SearchMode, VectorStore
+from schemas import RankedItem, SearchError, SearchRequest, SearchResult
+
+__all__ = ["Searcher", "CANDIDATES", "error_result"]
+
+#: Candidates retrieved per request; facets are counted over them and later stages re-rank them.
+CANDIDATES = 100
+_FACET_VALUES = 20
+
+
+def error_result(request_id: str, tenant: str, code: str, message: str) -> SearchResult:
+    """The defined answer to a request that cannot be served."""
+    return SearchResult(
+        request_id=request_id,
+        tenant=tenant,
+        error=SearchError(code=code, message=message),
+        answered_at=int(time.time() * 1000),
+    )
+
+
+class Searcher:
+    def __init__(self, store: VectorStore, embedder: Embedder, tenants: Collection[str]) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.tenants = frozenset(tenants)
+
+    def search(self, request: SearchRequest, *, mode: SearchMode = "hybrid") -> SearchResult:
+        started = time.perf_counter()
+        query = " ".join(request.query.split())
+        if request.tenant not in self.tenants:
+            return error_result(request.request_id, request.tenant, "unknown_tenant",
+                                f"tenant {request.tenant!r} is not served here")
+        if not query:
+            return error_result(request.request_id, request.tenant, "empty_query", "the query is empty")
+        t0 = time.perf_counter()
+        dense = self.embedder.embed([query])[0] if mode != "keyword" else None
+        t1 = time.perf_counter()
+        hits = self.store.search(
+            request.tenant, dense, query, filter=_filter(request), limit=max(CANDIDATES, request.page_size), mode=mode
+        )
+        t2 = time.perf_counter()
+        items = [_item(h, rank) for rank, h in enumerate(hits[: request.page_size])]
+        return SearchResult(
+            request_id=request.request_id,
+            tenant=request.tenant,
+            search_id=uuid.uuid4().hex,
+            query=query,
+            items=items,
+            facets=_facets(hits),
+            model_versions={"embedder": self.embedder.version},
+            timings_ms={
+                "embed": round((t1 - t0) * 1000, 3),
+                "retrieve": round((t2 - t1) * 1000, 3),
+                "total": round((time.perf_counter() - started) * 1000, 3),
+            },
+            answered_at=int(time.time() * 1000),
+        )
+
+
+def _filter(request: SearchRequest) -> SearchFilter | None:
+    f = request.filters
+    if f is None:
+        return None
+    return SearchFilter(
+        category=f.category,
+        brands=tuple(f.brand) if f.brand else None,
+        price_min=f.price_min,
+        price_max=f.price_max,
+        in_stock=f.in_stock,
+    )
+
+
+def _item(hit: Hit, rank: int) -> RankedItem:
+    p = hit.payload
+    return RankedItem(
+        product_id=hit.product_id,
+        rank=rank,
+        score=float(hit.score),
+        scores={k: float(v) for k, v in hit.scores.items()},
+        title=p.get("title"),
+        price=p.get("price"),
+        currency=p.get("currency"),
+    )
+
+
+def _facets(hits: list[Hit]) -> dict[str, dict[str, int]]:
+    """Counts over the candidate set: brand, top-level category, leaf category."""
+    brand: Counter[str] = Counter()
+    top: Counter[str] = Counter()
+    leaf: Counter[str] = Counter()
+    for h in hits:
+        p = h.payload
+        if p.get("brand"):
+            brand[p["brand"]] += 1
+        path = p.get("category_path") or []
+        if path:
+            top[path[0]] += 1
+            leaf[path[-1]] += 1
+    return {
+        name: dict(c.most_common(_FACET_VALUES))
+        for name, c in (("brand", brand), ("category", top), ("subcategory", leaf))
+        if c
+    }

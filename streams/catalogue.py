@@ -1,0 +1,107 @@
+"""The catalogue agent: catalogue updates in, fresh vectors and payloads in the store out."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from models.indexer import CatalogueIndexer
+from schemas import CatalogueUpdate, DecodeError, decode
+from schemas.topics import TOPICS
+from streams.batching import as_current, in_thread
+from streams.deadletters import DeadLetterSink
+from streams.settings import Settings
+
+__all__ = ["CataloguePipeline"]
+
+log = logging.getLogger(__name__)
+
+#: Micro-batches: embedding runs at batch speed under load, and a lone update waits at most this long.
+_BATCH_MAX = 256
+_BATCH_WITHIN_S = 0.1
+
+
+@dataclass
+class CatalogueStats:
+    embedded: int = 0
+    payload_only: int = 0
+    deleted: int = 0
+    stale: int = 0
+    rejected: int = 0
+    batches: int = 0
+    #: broker timestamp → searchable, for the newest batch (ms)
+    last_freshness_ms: float | None = None
+    tenants: set[str] = field(default_factory=set)
+
+
+class CataloguePipeline:
+    AGENT = "catalogue-index"
+
+    def __init__(self, app: faust.App, settings: Settings, indexer_factory: Any) -> None:
+        self.tenants = frozenset(settings.tenants)
+        self.topic = app.topic(
+            settings.topic("catalogue"), key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+        # Newest updated_at per tenant:product_id, deletes included: a late upsert cannot resurrect.
+        self.versions = app.Table("catalogue-versions", default=None, partitions=TOPICS["catalogue"].partitions)
+        self.dead = DeadLetterSink(app, settings, self.AGENT)
+        self.stats = CatalogueStats()
+        self._indexer_factory = indexer_factory
+        self._indexer: CatalogueIndexer | None = None
+        app.agent(self.topic, name=self.AGENT)(self._process)
+
+    @property
+    def indexer(self) -> CatalogueIndexer:
+        if self._indexer is None:  # built lazily: loading the model must not delay the worker's start
+            self._indexer = self._indexer_factory()
+        return self._indexer
+
+    async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
+        async for batch in stream.take_events(_BATCH_MAX, within=_BATCH_WITHIN_S):
+            updates: list[CatalogueUpdate] = []
+            for event in batch:
+                message = event.message
+                try:
+                    u = decode(CatalogueUpdate, message.value or b"")
+                    if u.tenant not in self.tenants:
+                        raise DecodeError("unknown_tenant", f"tenant {u.tenant!r} is not served here")
+                except DecodeError as err:
+                    self.stats.rejected += 1
+                    await self.dead.send(message, err.reason, err.detail)
+                    continue
+                updates.append(u)
+            if not updates:
+                yield None
+                continue
+            # The indexer runs in a thread on a plain dict; the table is written back here, on the
+            # loop, naming each key's own event so the write lands in its partition's changelog.
+            events = {e.message.key.decode(errors="replace"): e for e in batch if e.message.key}
+            versions = {k: self.versions.get(k) for k in events}
+            try:
+                report = await in_thread(self.indexer.apply, updates, versions)
+            except Exception as exc:  # noqa: BLE001 - the store or model failed: dead-letter, keep serving
+                log.exception("catalogue batch of %d failed", len(updates))
+                for event in batch:
+                    await self.dead.send(event.message, "internal_error", f"{type(exc).__name__}: {exc}")
+                yield None
+                continue
+            for key, version in versions.items():
+                if version is not None and version != self.versions.get(key):
+                    as_current(events[key])
+                    self.versions[key] = version
+            s = self.stats
+            s.embedded += report.embedded
+            s.payload_only += report.payload_only
+            s.deleted += report.deleted
+            s.stale += report.stale
+            s.batches += 1
+            s.tenants |= report.tenants
+            newest = max((e.message.timestamp for e in batch if e.message.timestamp), default=None)
+            if newest:
+                s.last_freshness_ms = round((time.time() - newest) * 1000, 1)
+            yield None

@@ -1,0 +1,62 @@
+"""Sample catalogues for the demo, benchmarks and simulations.
+
+* :func:`sample_catalogue` - the demo's catalogue: 2,000 seeded synthetic products (no real catalogue is
+  shipped; ``shoprank demo --catalogue FILE`` takes a real one, e.g. one made by
+  :mod:`streams.samples.dummyjson` from DummyJSON's MIT-licensed products).
+* :func:`load_catalogue_file` - catalogue JSON lines (the ``CatalogueUpdate`` contract, tenant optional).
+* :func:`generate_catalogue` - any number of synthetic products, deterministic for a seed, with ground-truth
+  intent labels (:func:`product_topics`, :func:`is_relevant`) for search simulations. See
+  :mod:`streams.samples.generator`.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import orjson
+
+from schemas.base import validate
+from schemas.catalogue import CatalogueUpdate
+from schemas.exceptions import DecodeError
+from streams.samples.generator import TAXONOMY, TOPIC_KINDS, generate_catalogue, is_relevant, product_topics
+
+__all__ = [
+    "SAMPLE_SIZE",
+    "load_catalogue_file",
+    "TAXONOMY",
+    "TOPIC_KINDS",
+    "generate_catalogue",
+    "is_relevant",
+    "product_topics",
+    "sample_catalogue",
+]
+
+#: Size of the demo's synthetic catalogue.
+SAMPLE_SIZE = 2_000
+
+
+def sample_catalogue(tenant: str = "demo") -> list[CatalogueUpdate]:
+    """The demo catalogue for ``tenant``: seeded synthetic products (see :func:`generate_catalogue`)."""
+    return generate_catalogue(SAMPLE_SIZE, seed=0, tenant=tenant)
+
+
+def load_catalogue_file(path: Path, tenant: str = "demo") -> list[CatalogueUpdate]:
+    """Catalogue JSON lines (optionally gzipped) as upserts for ``tenant``; raises ``DecodeError`` with the line."""
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        data = gzip.decompress(data)
+    records: list[CatalogueUpdate] = []
+    for n, line in enumerate(data.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = orjson.loads(line)
+            if not isinstance(obj, dict):
+                raise DecodeError("not_an_object", "expected a JSON object")
+            records.append(validate(CatalogueUpdate, {**obj, "tenant": tenant}))
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError("invalid_json", f"{path}:{n}: {exc}") from None
+        except DecodeError as err:
+            raise DecodeError(err.reason, f"{path}:{n}: {err.detail}") from None
+    return records

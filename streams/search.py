@@ -1,0 +1,136 @@
+"""The search agent: search requests in, ranked results out on each request's reply topic."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import orjson
+
+from models.searcher import Searcher, error_result
+from schemas import DecodeError, SearchRequest, SearchResult, decode, encode
+from streams.batching import in_thread
+from streams.deadletters import DeadLetterSink
+from streams.settings import Settings
+
+__all__ = ["SearchPipeline", "request_error_code"]
+
+log = logging.getLogger(__name__)
+
+_BATCH_MAX = 32
+_BATCH_WITHIN_S = 0.002
+
+
+def request_error_code(err: DecodeError) -> str:
+    """Stable error code in a reply for a request that does not satisfy the contract."""
+    if "query" in err.detail and "at most" in err.detail:
+        return "query_too_long"
+    if err.detail.startswith("query:"):
+        return "invalid_query"
+    return "invalid_request"
+
+
+@dataclass
+class SearchStats:
+    answered: int = 0
+    errors: int = 0
+    dead_lettered: int = 0
+
+
+class SearchPipeline:
+    AGENT = "search"
+
+    def __init__(self, app: faust.App, settings: Settings, searcher_factory: Any) -> None:
+        self.app = app
+        self.results_topic = settings.topic("search-results")
+        self.topic = app.topic(
+            settings.topic("search-requests"), key_type=bytes, value_type=bytes,
+            key_serializer="raw", value_serializer="raw",
+        )
+        self.dead = DeadLetterSink(app, settings, self.AGENT)
+        self.stats = SearchStats()
+        self._searcher_factory = searcher_factory
+        self._searcher: Searcher | None = None
+        self._reply_topics: dict[str, Any] = {}
+        app.agent(self.topic, name=self.AGENT)(self._process)
+
+    @property
+    def searcher(self) -> Searcher:
+        if self._searcher is None:
+            self._searcher = self._searcher_factory()
+        return self._searcher
+
+    async def answer(self, request: SearchRequest) -> SearchResult:
+        """Answer one request in a worker thread (the gateway calls this too)."""
+        return await in_thread(self.searcher.search, request)
+
+    async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
+        async for batch in stream.take_events(_BATCH_MAX, within=_BATCH_WITHIN_S):
+            for event in batch:
+                await self._handle(event.message)
+            yield None
+
+    async def _handle(self, message: Any) -> None:
+        raw = message.value or b""
+        try:
+            request = decode(SearchRequest, raw)
+        except DecodeError as err:
+            ident = _identity(raw)
+            if ident is None:  # nobody to answer: keep it with the reason
+                self.stats.dead_lettered += 1
+                await self.dead.send(message, err.reason, err.detail)
+                return
+            request_id, tenant = ident
+            self.stats.errors += 1
+            await self._reply(self.results_topic, error_result(request_id, tenant, request_error_code(err), err.detail))
+            return
+        reply_to = request.reply_topic or self.results_topic
+        if not reply_to.startswith(self.results_topic):
+            self.stats.errors += 1
+            await self._reply(self.results_topic, error_result(
+                request.request_id, request.tenant, "invalid_reply_topic",
+                f"reply_topic must start with {self.results_topic!r}",
+            ))
+            return
+        try:
+            result = await self.answer(request)
+        except Exception as exc:  # noqa: BLE001 - a failing store or model answers an error, never crashes
+            log.exception("search failed for request %s", request.request_id)
+            result = error_result(request.request_id, request.tenant, "internal_error", f"{type(exc).__name__}")
+        if result.error:
+            self.stats.errors += 1
+        else:
+            self.stats.answered += 1
+        await self._reply(reply_to, result)
+
+    async def _reply(self, topic_name: str, result: SearchResult) -> None:
+        topic = self._reply_topics.get(topic_name)
+        if topic is None:
+            topic = self._reply_topics[topic_name] = self.app.topic(
+                topic_name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+            )
+        await topic.send(key=result.request_id.encode(), value=encode(result))
+
+
+def _identity(raw: bytes) -> tuple[str, str] | None:
+    """(request_id, tenant) of a request that failed validation, if it names them."""
+    if len(raw) > 64 * 1024:
+        return None
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    rid, tenant = obj.get("request_id"), obj.get("tenant")
+    if isinstance(rid, str) and 0 < len(rid) <= 128 and isinstance(tenant, str) and 0 < len(tenant) <= 64:
+        return rid, tenant
+    return None
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
