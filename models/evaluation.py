@@ -95,7 +95,7 @@ class EvalReport:
             ax.set_xticks(np.arange(len(METRICS)), METRICS)
             ax.set_title(f"{view} — {self.dataset}")
             ax.set_ylim(0, 1)
-            ax.legend()
+            ax.legend(loc="lower right", fontsize="small")
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
