@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from functools import cached_property
+from collections.abc import Callable
+from typing import TypeVar
 
 from models.embedder import OnnxEmbedder
 from models.indexer import CatalogueIndexer
@@ -13,36 +14,53 @@ from streams.settings import Settings
 
 __all__ = ["Resources"]
 
+T = TypeVar("T")
+
 
 class Resources:
+    """Built from executor threads (start-up warm-up, the first catalogue batch, the first search), so each
+    thing is built under one lock exactly once: a Qdrant Edge shard admits a single opener."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._lock = threading.Lock()  # built from executor threads; build each thing once
+        self._lock = threading.RLock()
+        self._built: dict[str, object] = {}
 
-    @cached_property
+    def _once(self, name: str, build: Callable[[], T]) -> T:
+        if name not in self._built:
+            with self._lock:
+                if name not in self._built:
+                    self._built[name] = build()
+        return self._built[name]  # type: ignore[return-value]
+
+    @property
     def embedder(self) -> OnnxEmbedder:
-        with self._lock:
-            return OnnxEmbedder(self.settings.models.embedder_dir)
+        return self._once("embedder", lambda: OnnxEmbedder(self.settings.models.embedder_dir))
 
-    @cached_property
+    @property
     def store(self) -> VectorStore:
         s = self.settings.store
-        with self._lock:
+
+        def build() -> VectorStore:
             if s.kind == "edge":
                 return open_store("edge", root=s.dir)
             return open_store("qdrant", url=s.url, collection_prefix=s.collection_prefix)
 
-    @cached_property
-    def indexer(self) -> CatalogueIndexer:
-        return CatalogueIndexer(self.store, self.embedder)
+        return self._once("store", build)
 
-    @cached_property
+    @property
+    def indexer(self) -> CatalogueIndexer:
+        return self._once("indexer", lambda: CatalogueIndexer(self.store, self.embedder))
+
+    @property
     def searcher(self) -> Searcher:
-        return Searcher(self.store, self.embedder, self.settings.tenants)
+        return self._once("searcher", lambda: Searcher(self.store, self.embedder, self.settings.tenants))
 
     def loaded(self) -> dict[str, bool]:
-        return {"model_loaded": "embedder" in self.__dict__, "store_open": "store" in self.__dict__}
+        return {"model_loaded": "embedder" in self._built, "store_open": "store" in self._built}
 
     def close(self) -> None:
-        if "store" in self.__dict__:
-            self.store.close()
+        with self._lock:
+            store = self._built.pop("store", None)
+        if store is not None:
+            store.close()  # type: ignore[attr-defined]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -130,7 +129,3 @@ def _identity(raw: bytes) -> tuple[str, str] | None:
     if isinstance(rid, str) and 0 < len(rid) <= 128 and isinstance(tenant, str) and 0 < len(tenant) <= 64:
         return rid, tenant
     return None
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)

@@ -89,6 +89,7 @@ class Env:
         return asyncio.run(go())
 
     def post(self, body: bytes, path: str = "/v1/search") -> tuple[int, Any]:
+        """POST raw bytes (bad JSON included, which http_post_json cannot send)."""
         req = urllib.request.Request(self.worker.url + path, data=body, method="POST",
                                      headers={"Content-Type": "application/json"})
         try:

@@ -63,3 +63,29 @@ def test_small_clock_skew_is_accepted() -> None:
     now = int(time.time() * 1000)
     ev = {**orjson.loads(valid_events(1)[0].value), "client_ts": now + 60_000}
     assert _validator().check(orjson.dumps(ev), now_ms=now).client_ts == now + 60_000
+
+
+def test_resources_are_built_once_even_from_racing_threads(tmp_path, model_dir) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from streams.resources import Resources
+    from streams.settings import ModelSettings, StoreSettings
+
+    settings = Settings(models=ModelSettings(dir=model_dir.parent, embedder=model_dir.name),
+                        store=StoreSettings(dir=tmp_path / "index"))
+    res = Resources(settings)
+    got: list[object] = []
+    barrier = threading.Barrier(4)
+
+    def touch() -> None:
+        barrier.wait()
+        got.append(res.store)  # a second Edge opener of the same shard directory would fail
+
+    threads = [threading.Thread(target=touch) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 4 and all(s is got[0] for s in got)
+    assert res.indexer.store is res.searcher.store is got[0]
+    res.close()
