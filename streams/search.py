@@ -64,16 +64,35 @@ class SearchPipeline:
         return self._searcher
 
     async def answer(self, request: SearchRequest) -> SearchResult:
-        """Answer one request in a worker thread (the gateway calls this too)."""
-        return await in_thread(self.searcher.search, request)
+        """Answer one request in a worker thread (the gateway calls this)."""
+        return (await self.answer_many([request]))[0]
+
+    async def answer_many(self, requests: list[SearchRequest]) -> list[SearchResult]:
+        try:
+            return await in_thread(self.searcher.search_many, requests)
+        except Exception as exc:  # noqa: BLE001 - a failing store or model answers an error, never crashes
+            log.exception("search failed for %d requests", len(requests))
+            return [error_result(r.request_id, r.tenant, "internal_error", type(exc).__name__) for r in requests]
 
     async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
         async for batch in stream.take_events(_BATCH_MAX, within=_BATCH_WITHIN_S):
+            valid: list[tuple[SearchRequest, str]] = []
             for event in batch:
-                await self._handle(event.message)
+                admitted = await self._admit(event.message)
+                if admitted is not None:
+                    valid.append(admitted)
+            if valid:
+                results = await self.answer_many([r for r, _ in valid])
+                for (_, reply_to), result in zip(valid, results, strict=True):
+                    if result.error:
+                        self.stats.errors += 1
+                    else:
+                        self.stats.answered += 1
+                    await self._reply(reply_to, result)
             yield None
 
-    async def _handle(self, message: Any) -> None:
+    async def _admit(self, message: Any) -> tuple[SearchRequest, str] | None:
+        """The request and its reply topic, or None once a bad request has been answered or dead-lettered."""
         raw = message.value or b""
         try:
             request = decode(SearchRequest, raw)
@@ -82,11 +101,11 @@ class SearchPipeline:
             if ident is None:  # nobody to answer: keep it with the reason
                 self.stats.dead_lettered += 1
                 await self.dead.send(message, err.reason, err.detail)
-                return
+                return None
             request_id, tenant = ident
             self.stats.errors += 1
             await self._reply(self.results_topic, error_result(request_id, tenant, request_error_code(err), err.detail))
-            return
+            return None
         reply_to = request.reply_topic or self.results_topic
         if not reply_to.startswith(self.results_topic):
             self.stats.errors += 1
@@ -94,17 +113,8 @@ class SearchPipeline:
                 request.request_id, request.tenant, "invalid_reply_topic",
                 f"reply_topic must start with {self.results_topic!r}",
             ))
-            return
-        try:
-            result = await self.answer(request)
-        except Exception as exc:  # noqa: BLE001 - a failing store or model answers an error, never crashes
-            log.exception("search failed for request %s", request.request_id)
-            result = error_result(request.request_id, request.tenant, "internal_error", f"{type(exc).__name__}")
-        if result.error:
-            self.stats.errors += 1
-        else:
-            self.stats.answered += 1
-        await self._reply(reply_to, result)
+            return None
+        return request, reply_to
 
     async def _reply(self, topic_name: str, result: SearchResult) -> None:
         topic = self._reply_topics.get(topic_name)
