@@ -32,7 +32,7 @@ class ShoprankApp:
 
 def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
     """A configured, not yet started Faust app talking to ``bootstrap`` (Kafka protocol only)."""
-    faust_compat.install()
+    faust_compat.install(fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms)
     kafka = settings.kafka
     worker = settings.worker
     app = faust.App(

@@ -49,6 +49,11 @@ class KafkaSettings(_Section):
     rebalance_timeout_s: float = Field(default=6.0, gt=0, description="SHOPRANK_KAFKA_REBALANCE_TIMEOUT_S.")
     session_timeout_s: float = Field(default=10.0, gt=0, description="SHOPRANK_KAFKA_SESSION_TIMEOUT_S.")
     heartbeat_interval_s: float = Field(default=1.0, gt=0, description="SHOPRANK_KAFKA_HEARTBEAT_INTERVAL_S.")
+    # The embedded broker answers a fetch only when its wait runs out, even if data arrived, so the
+    # wait bounds stream latency there; real Kafka answers at once, and 500 spares its request rate.
+    fetch_max_wait_ms: int = Field(
+        default=20, ge=1, le=30_000, description="SHOPRANK_KAFKA_FETCH_MAX_WAIT_MS: worker consumer long-poll wait."
+    )
 
     @property
     def embedded_bootstrap(self) -> str:
