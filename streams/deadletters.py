@@ -8,13 +8,34 @@ from collections import Counter
 from typing import Any
 
 import faust
+import orjson
 
 from schemas import DeadLetter, RejectReason, encode
 from streams.settings import Settings
 
-__all__ = ["DeadLetterSink"]
+__all__ = ["DeadLetterSink", "salvage"]
 
 log = logging.getLogger(__name__)
+
+
+#: Rejected messages larger than this are not parsed again just to salvage a field.
+_SALVAGE_MAX_BYTES = 64 * 1024
+
+
+def salvage(raw: bytes | None, *fields: str) -> dict[str, str]:
+    """Short string ``fields`` of a rejected message that is still a JSON object; never raises.
+
+    Used to name the tenant in a dead letter, or to answer a bad request by its ``request_id``.
+    """
+    if not raw or len(raw) > _SALVAGE_MAX_BYTES:
+        return {}
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(obj, dict):
+        return {}
+    return {f: v for f in fields if isinstance(v := obj.get(f), str) and 0 < len(v) <= 128}
 
 
 class DeadLetterSink:

@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
-import orjson
 
 from schemas import DecodeError, PixelEvent, decode
 from schemas.topics import TOPICS
 from streams.batching import as_current
-from streams.deadletters import DeadLetterSink
+from streams.deadletters import DeadLetterSink, salvage
 from streams.settings import Settings
 
 __all__ = ["PixelValidator", "PixelPipeline"]
@@ -112,7 +111,8 @@ class PixelPipeline:
             ev = self.validator.check(message.value, now_ms=now_ms, broker_ts_ms=broker_ts)
         except DecodeError as err:
             self.stats.rejected += 1
-            await self.dead.send(message, err.reason, err.detail, tenant=_tenant_of(message.value))
+            tenant = salvage(message.value, "tenant").get("tenant")
+            await self.dead.send(message, err.reason, err.detail, tenant=tenant if tenant and len(tenant) <= 64 else None)
             return
         seen_key = f"{ev.tenant}|{ev.event_id}"
         if self.seen.get(seen_key) is not None:
@@ -147,14 +147,3 @@ class PixelPipeline:
             per_type[etype] = per_type.get(etype, 0) + n
         return out
 
-
-def _tenant_of(raw: bytes | None) -> str | None:
-    """Best-effort tenant of a rejected message, for the dead letter; never raises."""
-    if not raw or len(raw) > 64 * 1024:
-        return None
-    try:
-        obj = orjson.loads(raw)
-    except Exception:  # noqa: BLE001
-        return None
-    tenant = obj.get("tenant") if isinstance(obj, dict) else None
-    return tenant if isinstance(tenant, str) and len(tenant) <= 64 else None

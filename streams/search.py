@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
-import orjson
 
 from models.searcher import Searcher, error_result
 from schemas import DecodeError, SearchRequest, SearchResult, decode, encode
 from streams.batching import in_thread
-from streams.deadletters import DeadLetterSink
+from streams.deadletters import DeadLetterSink, salvage
 from streams.settings import Settings
 
 __all__ = ["SearchPipeline", "request_error_code"]
@@ -97,12 +96,12 @@ class SearchPipeline:
         try:
             request = decode(SearchRequest, raw)
         except DecodeError as err:
-            ident = _identity(raw)
-            if ident is None:  # nobody to answer: keep it with the reason
+            ident = salvage(raw, "request_id", "tenant")
+            if len(ident) < 2 or len(ident["tenant"]) > 64:  # nobody to answer: keep it with the reason
                 self.stats.dead_lettered += 1
-                await self.dead.send(message, err.reason, err.detail)
+                await self.dead.send(message, err.reason, err.detail, tenant=ident.get("tenant"))
                 return None
-            request_id, tenant = ident
+            request_id, tenant = ident["request_id"], ident["tenant"]
             self.stats.errors += 1
             await self._reply(self.results_topic, error_result(request_id, tenant, request_error_code(err), err.detail))
             return None
@@ -124,18 +123,3 @@ class SearchPipeline:
             )
         await topic.send(key=result.request_id.encode(), value=encode(result))
 
-
-def _identity(raw: bytes) -> tuple[str, str] | None:
-    """(request_id, tenant) of a request that failed validation, if it names them."""
-    if len(raw) > 64 * 1024:
-        return None
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(obj, dict):
-        return None
-    rid, tenant = obj.get("request_id"), obj.get("tenant")
-    if isinstance(rid, str) and 0 < len(rid) <= 128 and isinstance(tenant, str) and 0 < len(tenant) <= 64:
-        return rid, tenant
-    return None
