@@ -4,6 +4,7 @@ from schemas.base import MAX_MESSAGE_BYTES, Record, decode, encode, validate
 from schemas.catalogue import CatalogueUpdate
 from schemas.deadletter import DeadLetter
 from schemas.exceptions import DecodeError, RejectReason, ShoprankError
+from schemas.interactions import OUTCOMES, AttributedInteraction, LoggedItem, Outcome, SearchLog
 from schemas.pixel import EVENT_TYPES, EventType, PixelEvent
 from schemas.rules import MerchandisingRule, RuleTarget
 from schemas.search import RankedItem, SearchError, SearchFilters, SearchRequest, SearchResult
@@ -23,6 +24,11 @@ __all__ = [
     "EVENT_TYPES",
     "EventType",
     "PixelEvent",
+    "OUTCOMES",
+    "AttributedInteraction",
+    "LoggedItem",
+    "Outcome",
+    "SearchLog",
     "MerchandisingRule",
     "RuleTarget",
     "RankedItem",

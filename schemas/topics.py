@@ -9,13 +9,16 @@ from typing import Any, Literal
 from schemas.base import Record
 from schemas.catalogue import CatalogueUpdate
 from schemas.deadletter import DeadLetter
+from schemas.interactions import AttributedInteraction, SearchLog
 from schemas.pixel import PixelEvent
 from schemas.rules import MerchandisingRule
 from schemas.search import SearchRequest, SearchResult
 
 __all__ = ["TopicSpec", "TOPICS", "TopicName", "topic_spec"]
 
-TopicName = Literal["catalogue", "search-requests", "search-results", "pixel", "rules", "dead-letters"]
+TopicName = Literal[
+    "catalogue", "search-requests", "search-results", "pixel", "searches", "interactions", "rules", "dead-letters"
+]
 
 
 def _join(*fields: str) -> Callable[[Mapping[str, Any]], str | None]:
@@ -64,6 +67,14 @@ TOPICS: dict[TopicName, TopicSpec] = {
         TopicSpec(
             "pixel", PixelEvent, "tenant:session_id", _join("tenant", "session_id"), 4,
             description="Shopper events from the pixel; keyed by session so one shopper's events stay in order.",
+        ),
+        TopicSpec(
+            "searches", SearchLog, "tenant:session_id", _join("tenant", "session_id"), 4,
+            description="What each answered search showed, with ranker features; co-partitioned with pixel.",
+        ),
+        TopicSpec(
+            "interactions", AttributedInteraction, "tenant", _join("tenant"), 4,
+            description="Outcomes attributed to the search that produced them; one tenant learns on one partition.",
         ),
         TopicSpec(
             "rules", MerchandisingRule, "tenant:rule_id", _join("tenant", "rule_id"), 1, compacted=True,
