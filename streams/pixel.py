@@ -11,8 +11,9 @@ from typing import Any
 
 import faust
 
-from schemas import DecodeError, PixelEvent, decode
+from schemas import DecodeError, PixelEvent, SearchLog, decode
 from schemas.topics import TOPICS
+from streams.attribution_stage import AttributionStage
 from streams.batching import as_current
 from streams.deadletters import DeadLetterSink, salvage
 from streams.settings import Settings
@@ -73,13 +74,19 @@ class PixelPipeline:
         self.validator = PixelValidator(settings)
         self.dedupe_window_ms = int(settings.pixel.dedupe_window_s * 1000)
         partitions = TOPICS["pixel"].partitions
+        self.pixel_topic = settings.topic("pixel")
+        self.searches_topic = settings.topic("searches")
+        # One consumer over both: they share key and partition count, so a session's search logs and
+        # events meet on one worker, which attributes each outcome to its search (streams.attribution).
         self.topic = app.topic(
-            settings.topic("pixel"), key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+            self.pixel_topic, self.searches_topic,
+            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
         )
         self.counts = app.Table("pixel-counts", default=int, partitions=partitions, help="valid events")
         self.seen = app.Table("pixel-seen", default=None, partitions=partitions, help="event ids seen")
         self.dead = DeadLetterSink(app, settings, self.AGENT)
         self.stats = PixelStats()
+        self.attribution = AttributionStage(app, settings)
         self._since_purge: dict[int, int] = {}
         app.agent(self.topic, name=self.AGENT)(self._process)
 
@@ -90,10 +97,14 @@ class PixelPipeline:
         async for batch in stream.take_events(_BATCH_MAX, within=_BATCH_WITHIN_S):
             counts: Counter[str] = Counter()
             last_of_partition: dict[int, Any] = {}
+            attributable: list[tuple[Any, PixelEvent | SearchLog]] = []
             for event in batch:
                 message = event.message
                 try:
-                    await self._handle(event, counts)
+                    record = await (self._handle_search(event) if message.topic == self.searches_topic
+                                    else self._handle(event, counts))
+                    if record is not None:
+                        attributable.append((event, record))
                     last_of_partition[message.partition] = event
                 except Exception as exc:  # noqa: BLE001 - a worker never dies on one message
                     log.exception("pixel agent failed on %s[%d]@%d", message.topic, message.partition, message.offset)
@@ -101,9 +112,23 @@ class PixelPipeline:
             for key, n in counts.items():
                 as_current(last_of_partition[int(key.rsplit("|", 1)[1])])
                 self.counts[key] += n
+            try:
+                await self.attribution.handle_batch(attributable)
+            except Exception:  # noqa: BLE001 - logged; the events stay counted and deduplicated
+                log.exception("attribution failed for a batch of %d records", len(attributable))
             yield None
 
-    async def _handle(self, event: Any, counts: Counter[str]) -> None:
+    async def _handle_search(self, event: Any) -> SearchLog | None:
+        """A search log from the search agent (trusted producer, still checked)."""
+        message = event.message
+        try:
+            record = decode(SearchLog, message.value or b"")
+        except DecodeError as err:
+            await self.dead.send(message, err.reason, err.detail, tenant=salvage(message.value, "tenant").get("tenant"))
+            return None
+        return record if record.session_id is not None else None
+
+    async def _handle(self, event: Any, counts: Counter[str]) -> PixelEvent | None:
         message = event.message
         now_ms = int(time.time() * 1000)
         broker_ts = int(message.timestamp * 1000) if message.timestamp else None
@@ -113,18 +138,19 @@ class PixelPipeline:
             self.stats.rejected += 1
             tenant = salvage(message.value, "tenant").get("tenant")
             await self.dead.send(message, err.reason, err.detail, tenant=tenant if tenant and len(tenant) <= 64 else None)
-            return
+            return None
         seen_key = f"{ev.tenant}|{ev.event_id}"
         if self.seen.get(seen_key) is not None:
             self.stats.rejected += 1
             await self.dead.send(message, "duplicate_event", f"event_id {ev.event_id!r} was already counted", ev.tenant)
-            return
+            return None
         partition = message.partition
         as_current(event)
         self.seen[seen_key] = [partition, now_ms]
         counts[f"{ev.tenant}|{ev.type}|{partition}"] += 1
         self.stats.valid += 1
         self._maybe_purge(partition, now_ms)
+        return ev
 
     def _maybe_purge(self, partition: int, now_ms: int) -> None:
         """Forget event ids older than the dedupe window, for this partition only (see class doc)."""

@@ -91,6 +91,30 @@ class PixelSettings(_Section):
     )
 
 
+class AttributionSettings(_Section):
+    """Per-search attribution of clicks, add-to-carts and purchases (streams.attribution)."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOPRANK_ATTRIBUTION_", frozen=True, extra="ignore")
+
+    window_s: float = Field(
+        default=1800.0, gt=0, description="SHOPRANK_ATTRIBUTION_WINDOW_S: how long after a search an outcome counts."
+    )
+    late_grace_s: float = Field(
+        default=30.0, ge=0,
+        description="SHOPRANK_ATTRIBUTION_LATE_GRACE_S: how long an event waits for the log of the search it names.",
+    )
+    max_searches: int = Field(
+        default=20, ge=1, description="SHOPRANK_ATTRIBUTION_MAX_SEARCHES: searches remembered per session."
+    )
+    sweep_interval_s: float = Field(
+        default=5.0, gt=0, description="SHOPRANK_ATTRIBUTION_SWEEP_INTERVAL_S: how often waiting events are settled."
+    )
+    user_hash_key: str = Field(
+        default="shoprank-change-me",
+        description="SHOPRANK_ATTRIBUTION_USER_HASH_KEY: secret for hashing user ids; set your own in production.",
+    )
+
+
 class ModelSettings(_Section):
     """Where exported models live."""
 
@@ -126,6 +150,7 @@ class Settings(_Section):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     pixel: PixelSettings = Field(default_factory=PixelSettings)
+    attribution: AttributionSettings = Field(default_factory=AttributionSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
 

@@ -81,6 +81,7 @@ def register_views(shop: ShoprankApp) -> None:
                 "counts": p.totals(),
                 "processed": {"valid": p.stats.valid, "rejected": p.stats.rejected},
                 "dead_letters": dict(p.dead.counts),
+                "attribution": p.attribution.stats.as_dict(),
             }
         )
 

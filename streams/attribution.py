@@ -1,0 +1,240 @@
+"""Per-search attribution: credit each click, add-to-cart and purchase to the search that produced it.
+
+Pure logic over one session's state (a JSON-able dict, so the pixel agent keeps it in a Faust table
+keyed ``tenant:session_id``, the same key as the pixel and searches topics). No Kafka here.
+
+How an outcome finds its search, in order:
+
+1. ``search_id`` carried by the event (the pixel copies it from the results page to product and cart
+   pages): ``attributed_by="search_id"``.
+2. A purchase is credited to every search of the session whose *click* led to that product within
+   the window, split equally (``credit``); an add-to-cart to the latest such search:
+   ``attributed_by="click_chain"``.
+3. Otherwise the session's latest search that showed the product within the window:
+   ``attributed_by="session_window"``.
+
+The searches topic and the pixel topic are read by one consumer but are two topics, so a click can
+arrive before the log of the search it names. Such an event waits in the session (``pending``) for up
+to ``late_grace_ms``; when its search arrives it is attributed, when the grace runs out it falls back
+to rules 2–3 or is reported unattributed. Interaction ids derive from the source event id, so a
+replayed event yields the same ids and the learner downstream drops the repeat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas import AttributedInteraction, PixelEvent, SearchLog, validate
+
+__all__ = ["AttributionConfig", "Attributor", "Attributed", "user_hasher", "new_session"]
+
+Session = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AttributionConfig:
+    window_ms: int = 30 * 60 * 1000
+    late_grace_ms: int = 30 * 1000
+    max_searches: int = 20
+    max_pending: int = 200
+
+
+@dataclass
+class Attributed:
+    """What one step produced: interactions to emit and events no search could be found for."""
+
+    interactions: list[AttributedInteraction] = field(default_factory=list)
+    unattributed: list[tuple[PixelEvent, str]] = field(default_factory=list)
+
+    def extend(self, other: Attributed) -> None:
+        self.interactions.extend(other.interactions)
+        self.unattributed.extend(other.unattributed)
+
+
+def new_session() -> Session:
+    return {"searches": {}, "clicks": {}, "pending": [], "last_ts": 0}
+
+
+def user_hasher(secret: str) -> Callable[[str | None], str | None]:
+    """Keyed BLAKE2b of user ids: stored and emitted instead of the id itself."""
+    key = hashlib.blake2b(secret.encode(), digest_size=32).digest()
+
+    def hash_user(user_id: str | None) -> str | None:
+        if user_id is None:
+            return None
+        return hashlib.blake2b(user_id.encode(), key=key, digest_size=16).hexdigest()
+
+    return hash_user
+
+
+def _event_ts(ev: PixelEvent) -> int:
+    return ev.server_ts if ev.server_ts is not None else ev.client_ts
+
+
+class Attributor:
+    def __init__(self, config: AttributionConfig, hash_user: Callable[[str | None], str | None]) -> None:
+        self.config = config
+        self.hash_user = hash_user
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def add_search(self, state: Session, log: SearchLog) -> Attributed:
+        """Remember what a search showed; attribute events that were waiting for it."""
+        searches: dict[str, Any] = state["searches"]
+        searches[log.search_id] = {
+            "q": log.query,
+            "ts": log.answered_at,
+            "b": log.bucket,
+            "rv": log.ranker_version,
+            "items": {it.product_id: [it.position, it.features, it.explored] for it in log.items},
+        }
+        if len(searches) > self.config.max_searches:  # oldest first out
+            for sid in sorted(searches, key=lambda s: searches[s]["ts"])[: len(searches) - self.config.max_searches]:
+                del searches[sid]
+        state["last_ts"] = max(state["last_ts"], log.answered_at)
+        out = Attributed()
+        waiting = [p for p in state["pending"] if p["event"].get("search_id") == log.search_id]
+        if waiting:
+            state["pending"] = [p for p in state["pending"] if p["event"].get("search_id") != log.search_id]
+            for p in sorted(waiting, key=lambda p: p["event"]["client_ts"]):
+                out.extend(self._attribute(state, validate(PixelEvent, p["event"]), final=True))
+        return out
+
+    def add_event(self, state: Session, ev: PixelEvent) -> Attributed:
+        """Attribute one validated, deduplicated pixel event (or park it until its search arrives)."""
+        state["last_ts"] = max(state["last_ts"], _event_ts(ev))
+        return self._attribute(state, ev, final=False)
+
+    def expire(self, state: Session, now_ms: int) -> Attributed:
+        """Settle events whose grace ran out; forget searches and clicks older than the window."""
+        out = Attributed()
+        due = [p for p in state["pending"] if now_ms - p["since"] >= self.config.late_grace_ms]
+        if due:
+            state["pending"] = [p for p in state["pending"] if now_ms - p["since"] < self.config.late_grace_ms]
+            for p in due:
+                out.extend(self._attribute(state, validate(PixelEvent, p["event"]), final=True))
+        horizon = now_ms - self.config.window_ms
+        state["searches"] = {s: v for s, v in state["searches"].items() if v["ts"] >= horizon}
+        state["clicks"] = {
+            pid: kept for pid, cs in state["clicks"].items() if (kept := [c for c in cs if c[1] >= horizon])
+        }
+        return out
+
+    @staticmethod
+    def is_idle(state: Session, now_ms: int, window_ms: int) -> bool:
+        return not state["pending"] and now_ms - state["last_ts"] > window_ms
+
+    # -- attribution ----------------------------------------------------------------------------
+
+    def _attribute(self, state: Session, ev: PixelEvent, *, final: bool) -> Attributed:
+        out = Attributed()
+        if ev.type == "page_view":
+            return out
+        searches = state["searches"]
+        sid = ev.search_id
+        if sid is not None and sid not in searches and not final:
+            self._park(state, ev)
+            return out
+        ts = _event_ts(ev)
+        if ev.type == "impression":
+            if sid is None or sid not in searches:
+                out.unattributed.append((ev, "unknown_search" if sid else "no_search_id"))
+                return out
+            for position, pid in enumerate(ev.items or ()):
+                out.interactions.append(self._make(ev, sid, searches[sid], pid, position, "impression",
+                                                   f"{ev.event_id}:{position}", "search_id"))
+            return out
+        pid = ev.product_id
+        assert pid is not None  # the contract requires it for click, add_to_cart and purchase
+        credits: list[tuple[str, float, str]]  # (search_id, credit, attributed_by)
+        clicked = self._clicked_searches(state, pid, ts)
+        if ev.type == "click":
+            found = sid if sid in searches else self._last_showing(state, pid, ts)
+            credits = [(found, 1.0, "search_id" if found == sid else "session_window")] if found else []
+            if found:
+                state["clicks"].setdefault(pid, []).append([found, ts])
+        elif ev.type == "add_to_cart":
+            if sid in searches:
+                credits = [(sid, 1.0, "search_id")]
+            elif clicked:
+                credits = [(clicked[-1], 1.0, "click_chain")]
+            else:
+                found = self._last_showing(state, pid, ts)
+                credits = [(found, 1.0, "session_window")] if found else []
+        else:  # purchase: every search whose click led to the product shares the credit
+            if clicked:
+                share = 1.0 / len(clicked)
+                credits = [(s, share, "search_id" if s == sid and len(clicked) == 1 else "click_chain")
+                           for s in clicked]
+            elif sid in searches:
+                credits = [(sid, 1.0, "search_id")]
+            else:
+                found = self._last_showing(state, pid, ts)
+                credits = [(found, 1.0, "session_window")] if found else []
+        if not credits:
+            out.unattributed.append((ev, "unknown_search" if sid else "no_search_in_window"))
+            return out
+        for s, credit, how in credits:
+            entry = searches[s]
+            logged = entry["items"].get(pid)
+            position = ev.position if ev.position is not None else (logged[0] if logged else 0)
+            iid = ev.event_id if len(credits) == 1 else f"{ev.event_id}:{s}"
+            out.interactions.append(self._make(ev, s, entry, pid, position, ev.type, iid, how, credit))
+        return out
+
+    def _park(self, state: Session, ev: PixelEvent) -> None:
+        pending = state["pending"]
+        if len(pending) >= self.config.max_pending:
+            pending.pop(0)  # bounded: the oldest waits no longer (it is settled at the next expire)
+        pending.append({"since": _event_ts(ev), "event": ev.model_dump(mode="json", exclude_none=True)})
+
+    def _clicked_searches(self, state: Session, pid: str, ts: int) -> list[str]:
+        """Distinct searches whose click on ``pid`` happened within the window before ``ts``, oldest first."""
+        seen: list[str] = []
+        for s, cts in state["clicks"].get(pid, ()):
+            if 0 <= ts - cts <= self.config.window_ms and s in state["searches"] and s not in seen:
+                seen.append(s)
+        return seen
+
+    def _last_showing(self, state: Session, pid: str, ts: int) -> str | None:
+        best: tuple[int, str] | None = None
+        for s, entry in state["searches"].items():
+            if pid in entry["items"] and 0 <= ts - entry["ts"] <= self.config.window_ms:
+                if best is None or entry["ts"] > best[0]:
+                    best = (entry["ts"], s)
+        return best[1] if best else None
+
+    def _make(self, ev: PixelEvent, sid: str, entry: dict[str, Any], pid: str, position: int, outcome: str,
+              iid: str, how: str, credit: float = 1.0) -> AttributedInteraction:
+        logged = entry["items"].get(pid)
+        features: dict[str, float] = dict(logged[1]) if logged else {}
+        value = 0.0
+        if ev.type in ("add_to_cart", "purchase"):
+            value = ev.value if ev.value is not None else (ev.price or 0.0) * (ev.quantity or 1)
+        value *= credit
+        margin = value * float(features.get("margin_rate", 0.0))
+        return AttributedInteraction(
+            interaction_id=iid,
+            tenant=ev.tenant,
+            search_id=sid,
+            query=entry["q"],
+            product_id=pid,
+            position=position,
+            outcome=outcome,  # type: ignore[arg-type]
+            credit=credit,
+            value=value,
+            margin=margin,
+            currency=ev.currency,
+            attributed_by=how,  # type: ignore[arg-type]
+            features=features,
+            explored=bool(logged[2]) if logged else False,
+            bucket=entry["b"],
+            ranker_version=entry["rv"],
+            session_id=ev.session_id,
+            user_hash=self.hash_user(ev.user_id),
+            event_ts=_event_ts(ev),
+            search_ts=entry["ts"],
+        )

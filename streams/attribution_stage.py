@@ -1,0 +1,118 @@
+"""The attribution stage of the pixel agent: session state in a Faust table, interactions out.
+
+The pixel agent consumes the pixel and searches topics together (both keyed ``tenant:session_id`` with
+the same partition count, so Faust assigns a session's searches and events to one worker). After
+validation and deduplication it hands each batch here. A session's state is read once per batch and
+written back once, to the changelog partition of that session's last event; a periodic sweep settles
+events whose search never came and drops idle sessions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from schemas import PixelEvent, SearchLog, encode
+from schemas.topics import TOPICS
+from streams.attribution import Attributed, AttributionConfig, Attributor, new_session, user_hasher
+from streams.batching import as_current
+from streams.settings import Settings
+
+__all__ = ["AttributionStage", "AttributionStats"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AttributionStats:
+    searches_logged: int = 0
+    interactions: Counter[str] = field(default_factory=Counter)
+    unattributed: Counter[str] = field(default_factory=Counter)
+    sessions_expired: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "searches_logged": self.searches_logged,
+            "interactions": dict(self.interactions),
+            "unattributed": dict(self.unattributed),
+            "sessions_expired": self.sessions_expired,
+        }
+
+
+class AttributionStage:
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        cfg = settings.attribution
+        self.config = AttributionConfig(
+            window_ms=int(cfg.window_s * 1000),
+            late_grace_ms=int(cfg.late_grace_s * 1000),
+            max_searches=cfg.max_searches,
+        )
+        self.attributor = Attributor(self.config, user_hasher(cfg.user_hash_key))
+        self.app = app
+        self.pixel_topic = settings.topic("pixel")
+        self.sessions = app.Table(
+            "attribution-sessions", default=None, partitions=TOPICS["pixel"].partitions,
+            help="per-session searches shown, clicks and events waiting for their search",
+        )
+        self.out = app.topic(
+            settings.topic("interactions"), key_type=bytes, value_type=bytes, key_serializer="raw",
+            value_serializer="raw",
+        )
+        self.stats = AttributionStats()
+        #: The last event seen per source partition: the sweep writes a session back to its own
+        #: partition's changelog by naming one (see streams.batching.as_current).
+        self._anchor: dict[int, Any] = {}
+        app.timer(cfg.sweep_interval_s, name="attribution-sweep")(self.sweep)
+
+    async def handle_batch(self, items: Iterable[tuple[Any, PixelEvent | SearchLog]]) -> None:
+        """Attribute a batch of validated pixel events and search logs, in their arrival order."""
+        touched: dict[str, tuple[dict[str, Any], Any]] = {}
+        produced = Attributed()
+        for event, record in items:
+            key = f"{record.tenant}:{record.session_id}"
+            state = touched[key][0] if key in touched else (self.sessions.get(key) or new_session())
+            state["p"] = event.message.partition
+            touched[key] = (state, event)
+            self._anchor[event.message.partition] = event
+            if isinstance(record, SearchLog):
+                self.stats.searches_logged += 1
+                produced.extend(self.attributor.add_search(state, record))
+            else:
+                produced.extend(self.attributor.add_event(state, record))
+        for key, (state, event) in touched.items():
+            as_current(event)
+            self.sessions[key] = state
+        await self._emit(produced)
+
+    async def sweep(self) -> None:
+        """Settle events whose grace ran out and forget idle sessions, on the partitions held here."""
+        now = int(time.time() * 1000)
+        assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.pixel_topic}
+        produced = Attributed()
+        for key, state in list(self.sessions.items()):
+            p = state.get("p") if state else None
+            if p not in assigned or p not in self._anchor:
+                continue
+            had = (len(state["pending"]), len(state["searches"]), len(state["clicks"]))
+            produced.extend(self.attributor.expire(state, now))
+            as_current(self._anchor[p])
+            if Attributor.is_idle(state, now, self.config.window_ms):
+                del self.sessions[key]
+                self.stats.sessions_expired += 1
+            elif had != (len(state["pending"]), len(state["searches"]), len(state["clicks"])):
+                self.sessions[key] = state
+        await self._emit(produced)
+
+    async def _emit(self, produced: Attributed) -> None:
+        for ev, reason in produced.unattributed:
+            self.stats.unattributed[reason] += 1
+            log.info("unattributed %s %s of %s: %s", ev.type, ev.event_id, ev.tenant, reason)
+        for interaction in produced.interactions:
+            self.stats.interactions[interaction.outcome] += 1
+            await self.out.send(key=interaction.tenant.encode(), value=encode(interaction))
