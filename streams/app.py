@@ -9,6 +9,7 @@ import faust
 from streams import faust_compat
 from streams.batching import in_thread
 from streams.catalogue import CataloguePipeline
+from streams.learning import LearningPipeline
 from streams.pixel import PixelPipeline
 from streams.resources import Resources
 from streams.search import SearchPipeline
@@ -28,6 +29,7 @@ class ShoprankApp:
     pixel: PixelPipeline
     catalogue: CataloguePipeline
     search: SearchPipeline
+    learning: LearningPipeline
 
 
 def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
@@ -65,6 +67,7 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
         pixel=PixelPipeline(app, settings),
         catalogue=CataloguePipeline(app, settings, lambda: resources.indexer),
         search=SearchPipeline(app, settings, lambda: resources.searcher),
+        learning=LearningPipeline(app, settings, lambda: None),
     )
 
     @app.task

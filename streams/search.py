@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -19,6 +20,9 @@ __all__ = ["SearchPipeline", "request_error_code"]
 
 log = logging.getLogger(__name__)
 
+#: A top result this close to the query (cosine, MiniLM) or with any keyword match counts as a confident
+#: answer for query coverage; below it shoppers mostly see loosely related products.
+CONFIDENT_DENSE = 0.5
 _BATCH_MAX = 32
 _BATCH_WITHIN_S = 0.002
 
@@ -37,6 +41,15 @@ class SearchStats:
     answered: int = 0
     errors: int = 0
     dead_lettered: int = 0
+    #: Per tenant: answered searches, and those whose top result is a confident match (query coverage).
+    coverage: dict[str, Counter[str]] = field(default_factory=dict)
+
+    def count_coverage(self, result: SearchResult) -> None:
+        c = self.coverage.setdefault(result.tenant, Counter())
+        c["searches"] += 1
+        top = result.items[0].scores if result.items else {}
+        if top.get("dense", 0.0) >= CONFIDENT_DENSE or top.get("bm25", 0.0) > 0:
+            c["confident"] += 1
 
 
 class SearchPipeline:
@@ -77,7 +90,10 @@ class SearchPipeline:
             log.exception("search failed for %d requests", len(requests))
             return [error_result(r.request_id, r.tenant, "internal_error", type(exc).__name__) for r in requests]
         for request, result in zip(requests, results, strict=True):
-            if result.search_id is not None and request.session_id is not None:
+            if result.search_id is None:
+                continue
+            self.stats.count_coverage(result)
+            if request.session_id is not None:
                 await self._log_search(request, result)
         return results
 

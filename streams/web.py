@@ -72,6 +72,14 @@ def register_views(shop: ShoprankApp) -> None:
         out["dead_letters"] = dict(shop.catalogue.dead.counts)
         return view.json(out)
 
+    @app.page("/v1/analytics/{tenant}")
+    async def tenant_analytics(view: web.View, request: web.Request, tenant: str) -> web.Response:
+        """Conversion against the control bucket, revenue per search, new products, query coverage."""
+        if tenant not in shop.settings.tenants:
+            return view.json({"error": {"code": "unknown_tenant", "message": f"tenant {tenant!r} is not served here"}},
+                             status=404)
+        return view.json({"tenant": tenant, **analytics_summary(shop, tenant)})
+
     @app.page("/v1/stats/pixel")
     async def pixel_stats(view: web.View, request: web.Request) -> web.Response:
         """Valid pixel events per tenant and type (partitions held by this worker), and rejects by reason."""
@@ -84,6 +92,12 @@ def register_views(shop: ShoprankApp) -> None:
                 "attribution": p.attribution.stats.as_dict(),
             }
         )
+
+
+def analytics_summary(shop: ShoprankApp, tenant: str) -> dict[str, Any]:
+    from streams.analytics import summarise
+
+    return summarise(shop.learning.by_bucket(tenant), dict(shop.search.stats.coverage.get(tenant, {})))
 
 
 def _readiness(shop: ShoprankApp) -> dict[str, Any]:

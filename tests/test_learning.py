@@ -131,3 +131,25 @@ def test_a_click_that_overtakes_its_search_log_still_finds_it(loop: Loop) -> Non
         assert time.monotonic() < deadline
         got = [i for i in loop.interactions(1) if i.search_id == sid]
     assert [(i.outcome, i.product_id, i.query, i.attributed_by) for i in got] == [("click", "p4", "drill", "search_id")]
+
+
+def test_analytics_count_the_attributed_outcomes_once(loop: Loop) -> None:
+    result = loop.search("cast iron skillet", "sess-d", tenant="acme")
+    shown = [i.product_id for i in result.items[:3]]
+    click = ev("click", "sess-d", tenant="acme", search_id=result.search_id, product_id=shown[0], position=0)
+    buy = ev("purchase", "sess-d", tenant="acme", search_id=result.search_id, product_id=shown[0], value=39.0)
+    loop.events(ev("impression", "sess-d", tenant="acme", search_id=result.search_id, items=shown), click, buy, buy)
+    deadline = time.monotonic() + 30
+    while True:
+        summary = loop.worker.get("/v1/analytics/acme")
+        learning = summary["buckets"].get("learning", {})
+        if learning.get("purchases", 0) >= 1:
+            break
+        assert time.monotonic() < deadline, summary
+        time.sleep(0.3)
+    time.sleep(1.0)  # a double count would land now
+    learning = loop.worker.get("/v1/analytics/acme")["buckets"]["learning"]
+    assert (learning["searches"], learning["clicks"], learning["purchases"], learning["converted_searches"]) == (1, 1, 1, 1)
+    assert learning["revenue"] == 39.0 and learning["conversion"] == 1.0
+    assert summary["query_coverage"] is not None
+    assert loop.worker.get("/v1/analytics/demo")["buckets"].get("learning", {}).get("revenue", 0) != 39.0
