@@ -1,8 +1,12 @@
 """The learning agent: attributed interactions in; analytics totals and the online ranker updated.
 
-Interactions are keyed by tenant, so one tenant's model learns on one partition, in order. Each
-interaction id is remembered for the dedupe window: a replay after a crash (at-least-once delivery)
-is dropped here instead of being learned or counted twice. Totals are written once per key per batch.
+Interactions are keyed by tenant, so one tenant's model learns on one partition, in order.
+
+Exactly-once counting over at-least-once delivery: each interaction id is remembered (with the
+message that carried it) for the dedupe window, which drops re-emitted copies; each totals record
+carries the offset of the last message it counted, which drops a replay of messages after a crash
+(their effect and the offset travel in one record write, so they cannot part). Totals are written
+once per key per batch.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ log = logging.getLogger(__name__)
 _BATCH_MAX = 500
 _BATCH_WITHIN_S = 0.05
 _PURGE_EVERY = 20_000
+#: Offset of the last source message counted into a totals record (see module doc).
+_WATERMARK = "_offset"
 
 #: Called with each batch of new (deduplicated) interactions of the partition at hand.
 Learner = Callable[[list[AttributedInteraction]], None]
@@ -51,8 +57,9 @@ class LearningPipeline:
             value_serializer="raw",
         )
         partitions = TOPICS["interactions"].partitions
-        self.seen = app.Table("learn-seen", default=None, partitions=partitions, help="interaction ids learned")
-        self.totals = app.Table("learn-totals", default=None, partitions=partitions, help="analytics counters")
+        # One table for dedupe entries and totals: its writes go to one changelog partition per source
+        # partition, in order, so a totals record that survived a crash implies the entries before it did.
+        self.state = app.Table("learn-state", default=None, partitions=partitions, help="dedupe ids and totals")
         self.dead = DeadLetterSink(app, settings, self.AGENT)
         self.dedupe_window_ms = int(settings.pixel.dedupe_window_s * 1000)
         self.stats = LearningStats()
@@ -74,27 +81,23 @@ class LearningPipeline:
                     tenant = salvage(message.value, "tenant").get("tenant")
                     await self.dead.send(message, err.reason, err.detail, tenant=tenant if tenant and len(tenant) <= 64 else None)
                     continue
-                seen_key = f"{it.tenant}|{it.interaction_id}"
-                if self.seen.get(seen_key) is not None:
+                if self._is_duplicate(event, f"seen|{it.tenant}|{it.interaction_id}", now):
                     self.stats.duplicates += 1
                     continue
-                as_current(event)
-                self.seen[seen_key] = [message.partition, now]
-                first_purchase = False
-                if it.outcome == "purchase":
-                    conv_key = f"{it.tenant}|conv|{it.search_id}"
-                    first_purchase = self.seen.get(conv_key) is None
-                    if first_purchase:
-                        self.seen[conv_key] = [message.partition, now]
-                key = f"{it.tenant}|{it.bucket}|{message.partition}"
-                totals = touched[key][0] if key in touched else dict(self.totals.get(key) or {})
+                key = f"totals|{it.tenant}|{it.bucket}|{message.partition}"
+                totals = touched[key][0] if key in touched else dict(self.state.get(key) or {})
+                if message.offset <= totals.get(_WATERMARK, -1):
+                    continue  # a replay after a crash: this record already counted it (see module doc)
+                first_purchase = it.outcome == "purchase" and not self._is_duplicate(
+                    event, f"conv|{it.tenant}|{it.search_id}", now)
                 analytics.add_interaction(totals, it, first_purchase_of_search=first_purchase)
+                totals[_WATERMARK] = message.offset
                 touched[key] = (totals, event)
                 fresh.append(it)
                 self._maybe_purge(message.partition, now)
             for key, (totals, event) in touched.items():
                 as_current(event)
-                self.totals[key] = totals
+                self.state[key] = totals
             if fresh:
                 learner = self._learner()
                 if learner is not None:
@@ -106,6 +109,20 @@ class LearningPipeline:
                 self.stats.last_learned_ms = now
             yield None
 
+    def _is_duplicate(self, event: Any, key: str, now_ms: int) -> bool:
+        """Whether another message already carried ``key``; remembers it for this message otherwise.
+
+        The entry names the message (partition and offset) that first carried the key, so the same
+        message replayed after a crash is not mistaken for a duplicate of itself.
+        """
+        message = event.message
+        entry = self.state.get(key)
+        if entry is not None:
+            return (entry[0], entry[2]) != (message.partition, message.offset)
+        as_current(event)
+        self.state[key] = [message.partition, now_ms, message.offset]
+        return False
+
     def _maybe_purge(self, partition: int, now_ms: int) -> None:
         n = self._since_purge.get(partition, 0) + 1
         if n < _PURGE_EVERY:
@@ -113,14 +130,18 @@ class LearningPipeline:
             return
         self._since_purge[partition] = 0
         horizon = now_ms - self.dedupe_window_ms
-        for key in [k for k, v in self.seen.items() if v and v[0] == partition and v[1] < horizon]:
-            del self.seen[key]
+        stale = [k for k, v in self.state.items()
+                 if not k.startswith("totals|") and v and v[0] == partition and v[1] < horizon]
+        for key in stale:
+            del self.state[key]
 
     def by_bucket(self, tenant: str) -> dict[str, dict[str, float]]:
         """Totals per bucket for ``tenant``, summed over the partitions this worker holds."""
         parts: dict[str, list[dict[str, float]]] = {}
-        for key, totals in self.totals.items():
-            t, bucket, _ = key.rsplit("|", 2)
-            if t == tenant and totals:
-                parts.setdefault(bucket, []).append(totals)
+        for key, totals in self.state.items():
+            if not key.startswith("totals|") or not totals:
+                continue
+            _, t, bucket, _ = key.split("|")
+            if t == tenant:
+                parts.setdefault(bucket, []).append({k: v for k, v in totals.items() if k != _WATERMARK})
         return {bucket: analytics.merge(p) for bucket, p in parts.items()}

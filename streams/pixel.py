@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -63,9 +62,11 @@ class PixelStats:
 class PixelPipeline:
     """Wires the validation agent, its tables and its dead-letter sink into a Faust app.
 
-    Tables are keyed per source partition (``tenant|type|partition``): each key is then written only
-    from its own partition, so its changelog is exact on recovery without a repartition hop; readers
-    sum over partitions.
+    Counts are keyed per source partition (``count|tenant|type|partition``): each key is then written
+    only from its own partition, so its changelog is exact on recovery without a repartition hop;
+    readers sum over partitions. Each count carries the offset of the last event it counted, and each
+    dedupe entry the message that first carried its id: a batch replayed after a crash counts nothing
+    twice and is still attributed again (attribution is idempotent by interaction id).
     """
 
     AGENT = "pixel-validate"
@@ -82,8 +83,9 @@ class PixelPipeline:
             self.pixel_topic, self.searches_topic,
             key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
         )
-        self.counts = app.Table("pixel-counts", default=int, partitions=partitions, help="valid events")
-        self.seen = app.Table("pixel-seen", default=None, partitions=partitions, help="event ids seen")
+        # Dedupe entries and counts share one table: its writes reach one changelog partition per source
+        # partition in order, so counts that survived a crash imply the dedupe entries written before.
+        self.state = app.Table("pixel-state", default=None, partitions=partitions, help="event ids seen, counts")
         self.dead = DeadLetterSink(app, settings, self.AGENT)
         self.stats = PixelStats()
         self.attribution = AttributionStage(app, settings)
@@ -95,7 +97,7 @@ class PixelPipeline:
         # halves the changelog traffic that bounds this agent's throughput. Offsets of a batch are
         # acknowledged only after the whole batch has been handled (at-least-once).
         async for batch in stream.take_events(_BATCH_MAX, within=_BATCH_WITHIN_S):
-            counts: Counter[str] = Counter()
+            counts: dict[str, list[int]] = {}  # count key -> [events, offset of the last one counted]
             last_of_partition: dict[int, Any] = {}
             attributable: list[tuple[Any, PixelEvent | SearchLog]] = []
             for event in batch:
@@ -109,9 +111,9 @@ class PixelPipeline:
                 except Exception as exc:  # noqa: BLE001 - a worker never dies on one message
                     log.exception("pixel agent failed on %s[%d]@%d", message.topic, message.partition, message.offset)
                     await self.dead.send(message, "internal_error", f"{type(exc).__name__}: {exc}")
-            for key, n in counts.items():
+            for key, (n, offset) in counts.items():
                 as_current(last_of_partition[int(key.rsplit("|", 1)[1])])
-                self.counts[key] += n
+                self.state[key] = [n, offset]
             try:
                 await self.attribution.handle_batch(attributable)
             except Exception:  # noqa: BLE001 - logged; the events stay counted and deduplicated
@@ -128,7 +130,7 @@ class PixelPipeline:
             return None
         return record if record.session_id is not None else None
 
-    async def _handle(self, event: Any, counts: Counter[str]) -> PixelEvent | None:
+    async def _handle(self, event: Any, counts: dict[str, list[int]]) -> PixelEvent | None:
         message = event.message
         now_ms = int(time.time() * 1000)
         broker_ts = int(message.timestamp * 1000) if message.timestamp else None
@@ -139,15 +141,22 @@ class PixelPipeline:
             tenant = salvage(message.value, "tenant").get("tenant")
             await self.dead.send(message, err.reason, err.detail, tenant=tenant if tenant and len(tenant) <= 64 else None)
             return None
-        seen_key = f"{ev.tenant}|{ev.event_id}"
-        if self.seen.get(seen_key) is not None:
+        partition, offset = message.partition, message.offset
+        seen_key = f"seen|{ev.tenant}|{ev.event_id}"
+        entry = self.state.get(seen_key)
+        # The entry names the message that first carried this id: the same message replayed after a
+        # crash is that message again, not a duplicate, and the count watermark decides if it counted.
+        if entry is not None and (entry[0], entry[2]) != (partition, offset):
             self.stats.rejected += 1
             await self.dead.send(message, "duplicate_event", f"event_id {ev.event_id!r} was already counted", ev.tenant)
             return None
-        partition = message.partition
-        as_current(event)
-        self.seen[seen_key] = [partition, now_ms]
-        counts[f"{ev.tenant}|{ev.type}|{partition}"] += 1
+        if entry is None:
+            as_current(event)
+            self.state[seen_key] = [partition, now_ms, offset]
+        count_key = f"count|{ev.tenant}|{ev.type}|{partition}"
+        current = counts.get(count_key) or list(self.state.get(count_key) or [0, -1])
+        if offset > current[1]:
+            counts[count_key] = [current[0] + 1, offset]
         self.stats.valid += 1
         self._maybe_purge(partition, now_ms)
         return ev
@@ -160,16 +169,18 @@ class PixelPipeline:
             return
         self._since_purge[partition] = 0
         horizon = now_ms - self.dedupe_window_ms
-        stale = [k for k, v in self.seen.items() if v and v[0] == partition and v[1] < horizon]
+        stale = [k for k, v in self.state.items() if k.startswith("seen|") and v[0] == partition and v[1] < horizon]
         for key in stale:
-            del self.seen[key]
+            del self.state[key]
 
     def totals(self) -> dict[str, dict[str, int]]:
         """Valid events per tenant and type, summed over the partitions this worker holds."""
         out: dict[str, dict[str, int]] = {}
-        for key, n in self.counts.items():
-            tenant, etype, _ = key.rsplit("|", 2)
+        for key, value in self.state.items():
+            if not key.startswith("count|"):
+                continue
+            _, tenant, etype, _ = key.split("|")
             per_type = out.setdefault(tenant, {})
-            per_type[etype] = per_type.get(etype, 0) + n
+            per_type[etype] = per_type.get(etype, 0) + value[0]
         return out
 
