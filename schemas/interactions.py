@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from schemas.base import Currency, Identifier, Record, TenantId
 
@@ -50,8 +50,10 @@ class SearchLog(Record):
 class AttributedInteraction(Record):
     """One shopper outcome credited to the search that produced it.
 
-    ``impression`` rows are the items a results page showed (the negatives and the exposure counts);
-    click, add-to-cart and purchase rows carry ``credit`` (a purchase reached through clicks on two
+    An ``impression`` is one results page shown: ``items`` lists what it showed, in order, with the
+    logged features (the ranker's negatives and the exposure counts); one record per page keeps the
+    topic ten to a hundred times smaller than a record per item. Click, add-to-cart and purchase rows
+    name ``product_id`` and ``position`` and carry ``credit`` (a purchase reached through clicks on two
     searches gives each half) and ``value``/``margin`` already multiplied by that credit.
     """
 
@@ -59,8 +61,9 @@ class AttributedInteraction(Record):
     tenant: TenantId
     search_id: Identifier
     query: str = Field(max_length=512)
-    product_id: Identifier
-    position: int = Field(ge=0)
+    product_id: Identifier | None = Field(default=None, description="The product; absent for impressions.")
+    position: int | None = Field(default=None, ge=0, description="0-based rank shown; absent for impressions.")
+    items: list[LoggedItem] | None = Field(default=None, max_length=100, description="Impression only: the page shown.")
     outcome: Outcome
     credit: float = Field(default=1.0, gt=0, le=1)
     value: float = Field(default=0.0, ge=0, description="Revenue credited (price × quantity × credit).")
@@ -75,3 +78,12 @@ class AttributedInteraction(Record):
     user_hash: str | None = Field(default=None, max_length=64, description="Keyed hash of the user id, never the id.")
     event_ts: int = Field(ge=0, description="When the outcome happened (epoch ms).")
     search_ts: int = Field(ge=0, description="When the search was answered (epoch ms).")
+
+    @model_validator(mode="after")
+    def _shape_by_outcome(self) -> AttributedInteraction:
+        if self.outcome == "impression":
+            if not self.items:
+                raise ValueError("an impression lists the items shown")
+        elif self.product_id is None or self.position is None:
+            raise ValueError(f"a {self.outcome} names product_id and position")
+        return self

@@ -25,13 +25,11 @@ NEW_FLAG = "is_new"
 
 def add_interaction(totals: dict[str, float], it: AttributedInteraction, *, first_purchase_of_search: bool) -> None:
     """Count one (already deduplicated) interaction into ``totals``."""
-    is_new = it.features.get(NEW_FLAG, 0.0) >= 0.5
-    if it.outcome == "impression":
-        if it.position == 0:  # every shown results page has exactly one top slot: one search
-            totals["searches"] = totals.get("searches", 0) + 1
-        if is_new:
-            totals["new_impressions"] = totals.get("new_impressions", 0) + 1
+    if it.outcome == "impression":  # one results page shown: one search
+        _inc(totals, "searches", 1)
+        _inc(totals, "new_impressions", sum(1 for i in it.items or () if i.features.get(NEW_FLAG, 0.0) >= 0.5))
         return
+    is_new = it.features.get(NEW_FLAG, 0.0) >= 0.5
     if it.outcome == "click":
         _inc(totals, "clicks", 1)
         if is_new:

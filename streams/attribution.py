@@ -17,7 +17,8 @@ The searches topic and the pixel topic are read by one consumer but are two topi
 arrive before the log of the search it names. Such an event waits in the session (``pending``) for up
 to ``late_grace_ms``; when its search arrives it is attributed, when the grace runs out it falls back
 to rules 2–3 or is reported unattributed. Interaction ids derive from the source event id, so a
-replayed event yields the same ids and the learner downstream drops the repeat.
+replayed event yields the same ids and the learner downstream drops the repeat. A results page shown
+becomes one ``impression`` interaction listing its items.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas import AttributedInteraction, PixelEvent, SearchLog, validate
+from schemas import AttributedInteraction, LoggedItem, PixelEvent, SearchLog, validate
 
 __all__ = ["AttributionConfig", "Attributor", "Attributed", "user_hasher", "new_session"]
 
@@ -143,9 +144,7 @@ class Attributor:
             if sid is None or sid not in searches:
                 out.unattributed.append((ev, "unknown_search" if sid else "no_search_id"))
                 return out
-            for position, pid in enumerate(ev.items or ()):
-                out.interactions.append(self._make(ev, sid, searches[sid], pid, position, "impression",
-                                                   f"{ev.event_id}:{position}", "search_id"))
+            out.interactions.append(self._impression(ev, sid, searches[sid]))
             return out
         pid = ev.product_id
         assert pid is not None  # the contract requires it for click, add_to_cart and purchase
@@ -206,6 +205,18 @@ class Attributor:
                 if best is None or entry["ts"] > best[0]:
                     best = (entry["ts"], s)
         return best[1] if best else None
+
+    def _impression(self, ev: PixelEvent, sid: str, entry: dict[str, Any]) -> AttributedInteraction:
+        logged = entry["items"]
+        items = []
+        for position, pid in enumerate(ev.items or ()):
+            features, explored = (logged[pid][1], bool(logged[pid][2])) if pid in logged else ({}, False)
+            items.append(LoggedItem(product_id=pid, position=position, features=features, explored=explored))
+        return AttributedInteraction(
+            interaction_id=ev.event_id, tenant=ev.tenant, search_id=sid, query=entry["q"], items=items,
+            outcome="impression", bucket=entry["b"], ranker_version=entry["rv"], session_id=ev.session_id,
+            user_hash=self.hash_user(ev.user_id), event_ts=_event_ts(ev), search_ts=entry["ts"],
+        )
 
     def _make(self, ev: PixelEvent, sid: str, entry: dict[str, Any], pid: str, position: int, outcome: str,
               iid: str, how: str, credit: float = 1.0) -> AttributedInteraction:

@@ -53,7 +53,8 @@ def make_worker(broker: EmbeddedBroker, tmp_path: Path, model_dir: Path) -> Iter
     """Factory: start workers on the session broker; every one is stopped after the test."""
     started: list[WorkerProcess] = []
 
-    def make(prefix: str, app_id: str | None = None, tenants: str = "demo,acme", **kw: object) -> WorkerProcess:
+    def make(prefix: str, app_id: str | None = None, tenants: str = "demo,acme",
+             extra_env: dict[str, str] | None = None, **kw: object) -> WorkerProcess:
         w = WorkerProcess(
             broker.bootstrap,
             app_id=app_id or f"app-{uuid.uuid4().hex[:8]}",
@@ -62,7 +63,7 @@ def make_worker(broker: EmbeddedBroker, tmp_path: Path, model_dir: Path) -> Iter
             data_dir=tmp_path / "data",
             log_path=tmp_path / f"worker-{len(started)}.log",
             extra_env={"SHOPRANK_MODELS_DIR": str(model_dir.parent), "SHOPRANK_MODELS_EMBEDDER": model_dir.name,
-                       "SHOPRANK_STORE_DIR": str(tmp_path / "index")},
+                       "SHOPRANK_STORE_DIR": str(tmp_path / "index"), **(extra_env or {})},
             **kw,  # type: ignore[arg-type]
         )
         started.append(w)

@@ -34,8 +34,10 @@ def test_click_and_purchase_credit_the_search_named_by_search_id() -> None:
     a, st = _attributor(), new_session()
     a.add_search(st, _log("q1", ["p1", "p2", "p3"]))
     imp = a.add_event(st, _ev("e0", "impression", T0 + 10, search_id="q1", items=["p1", "p2", "p3"]))
-    assert [(i.product_id, i.position, i.outcome) for i in imp.interactions] == [
-        ("p1", 0, "impression"), ("p2", 1, "impression"), ("p3", 2, "impression")]
+    (page,) = imp.interactions
+    assert page.outcome == "impression" and page.items is not None
+    assert [(i.product_id, i.position, i.features["dense"]) for i in page.items] == [
+        ("p1", 0, 0.5), ("p2", 1, 0.5), ("p3", 2, 0.5)]
     click = a.add_event(st, _ev("e1", "click", T0 + 20, search_id="q1", product_id="p2", position=1)).interactions
     assert [(i.search_id, i.product_id, i.position, i.attributed_by) for i in click] == [("q1", "p2", 1, "search_id")]
     assert click[0].features["dense"] == 0.5 and click[0].query == "red shoes"
