@@ -9,10 +9,12 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from models.embedder import Embedder
+from models.rules import RuledHit, RuleSource, apply_rules, without_hidden
 from models.store import Hit, SearchFilter, SearchMode, VectorStore
 from schemas import RankedItem, SearchError, SearchRequest, SearchResult
 
@@ -34,10 +36,12 @@ def error_result(request_id: str, tenant: str, code: str, message: str) -> Searc
 
 
 class Searcher:
-    def __init__(self, store: VectorStore, embedder: Embedder, tenants: Collection[str]) -> None:
+    def __init__(self, store: VectorStore, embedder: Embedder, tenants: Collection[str],
+                 rules: RuleSource | None = None) -> None:
         self.store = store
         self.embedder = embedder
         self.tenants = frozenset(tenants)
+        self.rules = rules  # a tenant's merchandising rules, applied last (models.rules)
 
     def search(self, request: SearchRequest, *, mode: SearchMode = "hybrid") -> SearchResult:
         return self.search_many([request], mode=mode)[0]
@@ -75,22 +79,45 @@ class Searcher:
             request.tenant, dense, query, filter=_filter(request), limit=max(CANDIDATES, request.page_size), mode=mode
         )
         t2 = time.perf_counter()
-        items = [_item(h, rank) for rank, h in enumerate(hits[: request.page_size])]
+        page, shown = self._apply_rules(request, query, dense, mode, hits)
+        t3 = time.perf_counter()
+        items = [_item(r.hit, rank, r.rules) for rank, r in enumerate(page)]
         return SearchResult(
             request_id=request.request_id,
             tenant=request.tenant,
             search_id=uuid.uuid4().hex,
             query=query,
             items=items,
-            facets=_facets(hits),
+            facets=_facets(shown),
             model_versions={"embedder": self.embedder.version},
             timings_ms={
                 "embed": round(embed_ms, 3),  # the batched call this query was part of
                 "retrieve": round((t2 - t1) * 1000, 3),
+                "rules": round((t3 - t2) * 1000, 3),
                 "total": round((time.perf_counter() - started) * 1000, 3),
             },
             answered_at=int(time.time() * 1000),
         )
+
+    def _apply_rules(self, request: SearchRequest, query: str, dense: np.ndarray | None, mode: SearchMode,
+                     hits: list[Hit]) -> tuple[list[RuledHit], list[Hit]]:
+        """The page after the tenant's merchandising rules (the last stage, over every candidate retrieved),
+        and the candidates that are not hidden, which facets count."""
+        rules = self.rules(request.tenant) if self.rules is not None else ()
+        if not rules:
+            return [RuledHit(h) for h in hits[: request.page_size]], hits
+
+        def pinned(product_ids: Sequence[str]) -> list[Hit]:
+            # A pinned product retrieval missed is shown only if it passes the request's own filters.
+            where = replace(_filter(request) or SearchFilter(), product_ids=tuple(product_ids))
+            return self.store.search(request.tenant, dense, query, filter=where, limit=len(product_ids),
+                                     mode="dense" if dense is not None else mode)
+
+        category = request.filters.category if request.filters else None
+        now_ms = int(time.time() * 1000)
+        page = apply_rules(hits, rules, query=query, category=category, now_ms=now_ms, page_size=request.page_size,
+                           lookup=pinned)
+        return page, without_hidden(hits, rules, query=query, category=category, now_ms=now_ms)
 
 
 def _filter(request: SearchRequest) -> SearchFilter | None:
@@ -106,13 +133,14 @@ def _filter(request: SearchRequest) -> SearchFilter | None:
     )
 
 
-def _item(hit: Hit, rank: int) -> RankedItem:
+def _item(hit: Hit, rank: int, rules: Sequence[str] = ()) -> RankedItem:
     p = hit.payload
     return RankedItem(
         product_id=hit.product_id,
         rank=rank,
         score=float(hit.score),
         scores={k: float(v) for k, v in hit.scores.items()},
+        rules=list(rules),
         title=p.get("title"),
         price=p.get("price"),
         currency=p.get("currency"),

@@ -19,7 +19,9 @@ class RuleTarget(Record):
     product_id: Identifier | None = None
     brand: str | None = None
     category: str | None = None
-    attribute: dict[str, str] | None = Field(default=None, description="One attribute name → value.")
+    attribute: dict[str, str] | None = Field(
+        default=None, min_length=1, description="Attribute name → value; every pair must match."
+    )
 
     @model_validator(mode="after")
     def _one_selector(self) -> RuleTarget:
@@ -38,8 +40,12 @@ class MerchandisingRule(Record):
     target: RuleTarget
     position: int | None = Field(default=None, ge=0, description="pin: 0-based slot.")
     factor: float | None = Field(default=None, gt=0, description="boost (>1) or bury (<1) score multiplier.")
-    queries: list[str] | None = Field(default=None, description="Only for these queries (normalised, exact).")
-    categories: list[str] | None = Field(default=None, description="Only when browsing these categories.")
+    queries: list[str] | None = Field(
+        default=None, min_length=1, description="Only for these queries (normalised, exact)."
+    )
+    categories: list[str] | None = Field(
+        default=None, min_length=1, description="Only when the request's category filter is one of these."
+    )
     starts_at: int | None = Field(default=None, ge=0)
     ends_at: int | None = Field(default=None, ge=0)
     deleted: bool = False
@@ -51,6 +57,10 @@ class MerchandisingRule(Record):
             raise ValueError("pin needs a position and a product_id target")
         if self.action in ("boost", "bury") and self.factor is None:
             raise ValueError(f"{self.action} needs a factor")
+        if self.action == "boost" and self.factor is not None and self.factor <= 1:
+            raise ValueError("a boost factor must be above 1 (use bury to lower products)")
+        if self.action == "bury" and self.factor is not None and self.factor >= 1:
+            raise ValueError("a bury factor must be below 1 (use boost to raise products)")
         if self.starts_at is not None and self.ends_at is not None and self.ends_at <= self.starts_at:
             raise ValueError("ends_at must be after starts_at")
         return self

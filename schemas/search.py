@@ -40,6 +40,9 @@ class RankedItem(Record):
     rank: int = Field(ge=0)
     score: float
     scores: dict[str, float] = Field(default_factory=dict, description="Score per stage: dense, bm25, fused, ranker…")
+    rules: list[str] = Field(
+        default_factory=list, description="Ids of the merchandising rules that placed or scaled this item."
+    )
     title: str | None = None
     price: float | None = None
     currency: str | None = None

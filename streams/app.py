@@ -12,6 +12,7 @@ from streams.catalogue import CataloguePipeline
 from streams.learning import LearningPipeline
 from streams.pixel import PixelPipeline
 from streams.resources import Resources
+from streams.rules import RuleBook
 from streams.search import SearchPipeline
 from streams.settings import Settings
 
@@ -30,6 +31,7 @@ class ShoprankApp:
     catalogue: CataloguePipeline
     search: SearchPipeline
     learning: LearningPipeline
+    rules: RuleBook
 
 
 def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
@@ -58,7 +60,8 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
         web_host=worker.web_host,
         web_port=worker.web_port,
     )
-    resources = Resources(settings)
+    rules = RuleBook(app, settings, bootstrap)  # every tenant's rules, whatever partitions this worker holds
+    resources = Resources(settings, rules=rules.rules_for)
     shop = ShoprankApp(
         faust=app,
         settings=settings,
@@ -68,6 +71,7 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
         catalogue=CataloguePipeline(app, settings, lambda: resources.indexer),
         search=SearchPipeline(app, settings, lambda: resources.searcher),
         learning=LearningPipeline(app, settings, lambda: None),
+        rules=rules,
     )
 
     @app.task
@@ -75,7 +79,9 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
         """Open the store and load the model in the background; /readyz waits for both."""
         await in_thread(lambda: (resources.store, resources.embedder))
 
+    from streams import metrics
     from streams.web import register_views
 
     register_views(shop)
+    metrics.install(shop)  # lag, group status and index sizes sampled in the background for /metrics
     return shop

@@ -19,7 +19,6 @@ from typing import Any
 import faust
 
 from schemas import PixelEvent, SearchLog, encode
-from schemas.topics import TOPICS
 from streams.attribution import Attributed, AttributionConfig, Attributor, new_session, user_hasher
 from streams.batching import as_current
 from streams.settings import Settings
@@ -46,7 +45,9 @@ class AttributionStats:
 
 
 class AttributionStage:
-    def __init__(self, app: faust.App, settings: Settings) -> None:
+    PREFIX = "sess|"
+
+    def __init__(self, app: faust.App, settings: Settings, table: Any) -> None:
         cfg = settings.attribution
         self.config = AttributionConfig(
             window_ms=int(cfg.window_s * 1000),
@@ -56,10 +57,9 @@ class AttributionStage:
         self.attributor = Attributor(self.config, user_hasher(cfg.user_hash_key))
         self.app = app
         self.pixel_topic = settings.topic("pixel")
-        self.sessions = app.Table(
-            "attribution-sessions", default=None, partitions=TOPICS["pixel"].partitions,
-            help="per-session searches shown, clicks and events waiting for their search",
-        )
+        # The pixel agent's table: session writes then share one ordered changelog partition with the
+        # dedupe records and counts of the same batch (see streams.pixel).
+        self.sessions = table
         self.out = app.topic(
             settings.topic("interactions"), key_type=bytes, value_type=bytes, key_serializer="raw",
             value_serializer="raw",
@@ -75,7 +75,7 @@ class AttributionStage:
         touched: dict[str, tuple[dict[str, Any], Any]] = {}
         produced = Attributed()
         for event, record in items:
-            key = f"{record.tenant}:{record.session_id}"
+            key = f"{self.PREFIX}{record.tenant}:{record.session_id}"
             state = touched[key][0] if key in touched else (self.sessions.get(key) or new_session())
             state["p"] = event.message.partition
             touched[key] = (state, event)
@@ -93,9 +93,11 @@ class AttributionStage:
     async def sweep(self) -> None:
         """Settle events whose grace ran out and forget idle sessions, on the partitions held here."""
         now = int(time.time() * 1000)
-        assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.pixel_topic}
+        assigned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.pixel_topic}
         produced = Attributed()
         for key, state in list(self.sessions.items()):
+            if not key.startswith(self.PREFIX):
+                continue
             p = state.get("p") if state else None
             if p not in assigned or p not in self._anchor:
                 continue

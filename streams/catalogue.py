@@ -13,6 +13,7 @@ import faust
 from models.indexer import CatalogueIndexer
 from schemas import CatalogueUpdate, DecodeError, decode
 from schemas.topics import TOPICS
+from streams import metrics
 from streams.batching import as_current, in_thread
 from streams.deadletters import DeadLetterSink
 from streams.settings import Settings
@@ -63,6 +64,7 @@ class CataloguePipeline:
 
     async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
         async for batch in stream.take_events(_BATCH_MAX, within=_BATCH_WITHIN_S):
+            metrics.EVENTS.labels(self.AGENT).inc(len(batch))
             updates: list[CatalogueUpdate] = []
             for event in batch:
                 message = event.message

@@ -354,9 +354,14 @@ def _fail(message: str, code: int) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI, turning every expected failure into one line."""
+    from streams.cli_lag import lag
     from streams.demo import demo
 
     cli.add_command(demo)
+    cli.add_command(lag)
+    from streams.cli_rules import rules
+
+    cli.add_command(rules)
     try:
         cli.main(args=argv, prog_name="shoprank", standalone_mode=False)
     except click.UsageError as exc:

@@ -11,6 +11,7 @@ import faust
 import orjson
 
 from schemas import DeadLetter, RejectReason, encode
+from streams import metrics
 from streams.settings import Settings
 
 __all__ = ["DeadLetterSink", "salvage"]
@@ -72,6 +73,7 @@ class DeadLetterSink:
             rejected_at=int(time.time() * 1000),
         )
         self.counts[reason] += 1
+        metrics.DEAD_LETTERS.labels(self.agent, reason).inc()
         log.info("dead letter from %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
         try:
             await self.topic.send(key=key[:1024] if key else None, value=encode(letter))

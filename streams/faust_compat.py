@@ -7,6 +7,12 @@
 - Faust hard-codes the worker consumer's ``fetch_max_wait_ms`` to 1500. Tansu holds a fetch for that
   whole time even when data arrives (measured: ~450 ms median delay at 1500, ~5 ms at 50), which
   puts seconds into search latency. The wait becomes a setting (``SHOPRANK_KAFKA_FETCH_MAX_WAIT_MS``).
+- The consumer can be handed a record it has just processed again (seen on Tansu, at fetch-batch
+  boundaries). Faust lets it through (its check is ``offset >= last read``) and acks the offset a
+  second time after that offset was committed; the duplicate in its acked list then breaks the run
+  of consecutive offsets it commits, and commits crawl forward an offset or two per interval while
+  lag grows. We drop a record whose offset is not past the last one processed (unless Faust has
+  seeked since), and keep the acked list free of duplicates and already-committed offsets.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streams.kafka import end_offsets
@@ -53,4 +60,32 @@ def install(fetch_max_wait_ms: int | None = None) -> None:
         return consumer
 
     thread_cls._create_worker_consumer = _create_worker_consumer
+    _install_redelivery_guard()
     _installed = True
+
+
+def _install_redelivery_guard() -> None:
+    consumer_cls = faust_consumer.Consumer
+    getmany = consumer_cls.getmany
+    new_offset = consumer_cls._new_offset
+
+    async def guarded_getmany(self: Any, timeout: float) -> Any:
+        last: dict[Any, int] = self.__dict__.setdefault("_shoprank_last_offset", {})
+        async for tp, message in getmany(self, timeout):
+            read = self._read_offset.get(tp)
+            # ``read`` equal to what we last handed over means no seek happened since (a seek sets it
+            # to the next offset to read), so an offset at or below it was processed already.
+            if read is not None and last.get(tp) == read and message.offset <= read:
+                continue
+            last[tp] = message.offset
+            yield tp, message
+
+    def deduplicated_new_offset(self: Any, tp: Any) -> int | None:
+        acked = self._acked[tp]
+        if acked:
+            committed = self._committed_offset[tp]
+            acked[:] = sorted({o for o in acked if committed is None or o >= committed})
+        return new_offset(self, tp)
+
+    consumer_cls.getmany = guarded_getmany
+    consumer_cls._new_offset = deduplicated_new_offset

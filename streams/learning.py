@@ -3,7 +3,7 @@
 Interactions are keyed by tenant, so one tenant's model learns on one partition, in order.
 
 Exactly-once counting over at-least-once delivery: each interaction id is remembered (with the
-message that carried it) for the dedupe window, which drops re-emitted copies; each totals record
+message that carried it, streams.dedupe) for the dedupe window, which drops re-emitted copies; each totals record
 carries the offset of the last message it counted, which drops a replay of messages after a crash
 (their effect and the offset travel in one record write, so they cannot part). Totals are written
 once per key per batch.
@@ -24,6 +24,7 @@ from schemas.topics import TOPICS
 from streams import analytics
 from streams.batching import as_current
 from streams.deadletters import DeadLetterSink, salvage
+from streams.dedupe import BatchedDedupe
 from streams.settings import Settings
 
 __all__ = ["LearningPipeline", "Learner"]
@@ -61,16 +62,19 @@ class LearningPipeline:
         # partition, in order, so a totals record that survived a crash implies the entries before it did.
         self.state = app.Table("learn-state", default=None, partitions=partitions, help="dedupe ids and totals")
         self.dead = DeadLetterSink(app, settings, self.AGENT)
-        self.dedupe_window_ms = int(settings.pixel.dedupe_window_s * 1000)
+        self.dedupe = BatchedDedupe(self.state, int(settings.pixel.dedupe_window_s * 1000))
         self.stats = LearningStats()
+        self.app = app
+        self.topic_name = settings.topic("interactions")
         self._learner = learner
-        self._since_purge: dict[int, int] = {}
+        self._since_purge = 0
         app.agent(self.topic, name=self.AGENT)(self._process)
 
     async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
         async for batch in stream.take_events(_BATCH_MAX, within=_BATCH_WITHIN_S):
             fresh: list[AttributedInteraction] = []
             touched: dict[str, tuple[dict[str, float], Any]] = {}
+            anchors: dict[int, Any] = {}
             now = int(time.time() * 1000)
             for event in batch:
                 message = event.message
@@ -81,20 +85,23 @@ class LearningPipeline:
                     tenant = salvage(message.value, "tenant").get("tenant")
                     await self.dead.send(message, err.reason, err.detail, tenant=tenant if tenant and len(tenant) <= 64 else None)
                     continue
-                if self._is_duplicate(event, f"seen|{it.tenant}|{it.interaction_id}", now):
+                anchors[message.partition] = event
+                if self.dedupe.seen_elsewhere(f"{it.tenant}|{it.interaction_id}", message.partition, message.offset):
                     self.stats.duplicates += 1
                     continue
                 key = f"totals|{it.tenant}|{it.bucket}|{message.partition}"
                 totals = touched[key][0] if key in touched else dict(self.state.get(key) or {})
                 if message.offset <= totals.get(_WATERMARK, -1):
                     continue  # a replay after a crash: this record already counted it (see module doc)
-                first_purchase = it.outcome == "purchase" and not self._is_duplicate(
-                    event, f"conv|{it.tenant}|{it.search_id}", now)
+                first_purchase = it.outcome == "purchase" and not self.dedupe.seen_elsewhere(
+                    f"conv|{it.tenant}|{it.search_id}", message.partition, message.offset)
                 analytics.add_interaction(totals, it, first_purchase_of_search=first_purchase)
                 totals[_WATERMARK] = message.offset
                 touched[key] = (totals, event)
                 fresh.append(it)
-                self._maybe_purge(message.partition, now)
+            # Dedupe records first: on the one changelog partition they then precede the totals they guard.
+            self.dedupe.flush(anchors, now)
+            self._maybe_purge(anchors, now, len(batch))
             for key, (totals, event) in touched.items():
                 as_current(event)
                 self.state[key] = totals
@@ -109,39 +116,24 @@ class LearningPipeline:
                 self.stats.last_learned_ms = now
             yield None
 
-    def _is_duplicate(self, event: Any, key: str, now_ms: int) -> bool:
-        """Whether another message already carried ``key``; remembers it for this message otherwise.
+    def _maybe_purge(self, anchors: dict[int, Any], now_ms: int, n: int) -> None:
+        self._since_purge += n
+        if self._since_purge >= _PURGE_EVERY:
+            self._since_purge = 0
+            self.dedupe.purge(now_ms, self._active_partitions(), anchors)
 
-        The entry names the message (partition and offset) that first carried the key, so the same
-        message replayed after a crash is not mistaken for a duplicate of itself.
-        """
-        message = event.message
-        entry = self.state.get(key)
-        if entry is not None:
-            return (entry[0], entry[2]) != (message.partition, message.offset)
-        as_current(event)
-        self.state[key] = [message.partition, now_ms, message.offset]
-        return False
-
-    def _maybe_purge(self, partition: int, now_ms: int) -> None:
-        n = self._since_purge.get(partition, 0) + 1
-        if n < _PURGE_EVERY:
-            self._since_purge[partition] = n
-            return
-        self._since_purge[partition] = 0
-        horizon = now_ms - self.dedupe_window_ms
-        stale = [k for k, v in self.state.items()
-                 if not k.startswith("totals|") and v and v[0] == partition and v[1] < horizon]
-        for key in stale:
-            del self.state[key]
+    def _active_partitions(self) -> set[int]:
+        """Partitions of the interactions topic this worker processes (not its standby copies)."""
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.topic_name}
 
     def by_bucket(self, tenant: str) -> dict[str, dict[str, float]]:
-        """Totals per bucket for ``tenant``, summed over the partitions this worker holds."""
+        """Totals per bucket for ``tenant``, summed over the partitions this worker processes."""
         parts: dict[str, list[dict[str, float]]] = {}
+        active = self._active_partitions()
         for key, totals in self.state.items():
             if not key.startswith("totals|") or not totals:
                 continue
-            _, t, bucket, _ = key.split("|")
-            if t == tenant:
+            _, t, bucket, partition = key.split("|")
+            if t == tenant and int(partition) in active:
                 parts.setdefault(bucket, []).append({k: v for k, v in totals.items() if k != _WATERMARK})
         return {bucket: analytics.merge(p) for bucket, p in parts.items()}

@@ -12,9 +12,11 @@ import faust
 
 from schemas import DecodeError, PixelEvent, SearchLog, decode
 from schemas.topics import TOPICS
+from streams import metrics
 from streams.attribution_stage import AttributionStage
 from streams.batching import as_current
 from streams.deadletters import DeadLetterSink, salvage
+from streams.dedupe import BatchedDedupe
 from streams.settings import Settings
 
 __all__ = ["PixelValidator", "PixelPipeline"]
@@ -65,7 +67,7 @@ class PixelPipeline:
     Counts are keyed per source partition (``count|tenant|type|partition``): each key is then written
     only from its own partition, so its changelog is exact on recovery without a repartition hop;
     readers sum over partitions. Each count carries the offset of the last event it counted, and each
-    dedupe entry the message that first carried its id: a batch replayed after a crash counts nothing
+    dedupe entry (streams.dedupe) the message that first carried its id: a batch replayed after a crash counts nothing
     twice and is still attributed again (attribution is idempotent by interaction id).
     """
 
@@ -85,11 +87,14 @@ class PixelPipeline:
         )
         # Dedupe entries and counts share one table: its writes reach one changelog partition per source
         # partition in order, so counts that survived a crash imply the dedupe entries written before.
-        self.state = app.Table("pixel-state", default=None, partitions=partitions, help="event ids seen, counts")
+        self.state = app.Table("pixel-state", default=None, partitions=partitions,
+                               help="event ids seen, sessions, counts")
+        self.dedupe = BatchedDedupe(self.state, self.dedupe_window_ms)
         self.dead = DeadLetterSink(app, settings, self.AGENT)
         self.stats = PixelStats()
-        self.attribution = AttributionStage(app, settings)
-        self._since_purge: dict[int, int] = {}
+        self.attribution = AttributionStage(app, settings, self.state)
+        self.app = app
+        self._since_purge = 0
         app.agent(self.topic, name=self.AGENT)(self._process)
 
     async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
@@ -97,6 +102,7 @@ class PixelPipeline:
         # halves the changelog traffic that bounds this agent's throughput. Offsets of a batch are
         # acknowledged only after the whole batch has been handled (at-least-once).
         async for batch in stream.take_events(_BATCH_MAX, within=_BATCH_WITHIN_S):
+            metrics.EVENTS.labels(self.AGENT).inc(len(batch))
             counts: dict[str, list[int]] = {}  # count key -> [events, offset of the last one counted]
             last_of_partition: dict[int, Any] = {}
             attributable: list[tuple[Any, PixelEvent | SearchLog]] = []
@@ -111,13 +117,21 @@ class PixelPipeline:
                 except Exception as exc:  # noqa: BLE001 - a worker never dies on one message
                     log.exception("pixel agent failed on %s[%d]@%d", message.topic, message.partition, message.offset)
                     await self.dead.send(message, "internal_error", f"{type(exc).__name__}: {exc}")
-            for key, (n, offset) in counts.items():
-                as_current(last_of_partition[int(key.rsplit("|", 1)[1])])
-                self.state[key] = [n, offset]
+            # Write order matters (one changelog partition per source partition, in order): dedupe
+            # records and sessions first, counts last, so surviving counts imply what they depend on.
+            now_ms = int(time.time() * 1000)
+            self.dedupe.flush(last_of_partition, now_ms)
             try:
                 await self.attribution.handle_batch(attributable)
             except Exception:  # noqa: BLE001 - logged; the events stay counted and deduplicated
                 log.exception("attribution failed for a batch of %d records", len(attributable))
+            for key, (n, offset) in counts.items():
+                as_current(last_of_partition[int(key.rsplit("|", 1)[1])])
+                self.state[key] = [n, offset]
+            self._since_purge += len(batch)
+            if self._since_purge >= _PURGE_EVERY:
+                self._since_purge = 0
+                self.dedupe.purge(now_ms, self.active_partitions(), last_of_partition)
             yield None
 
     async def _handle_search(self, event: Any) -> SearchLog | None:
@@ -142,44 +156,33 @@ class PixelPipeline:
             await self.dead.send(message, err.reason, err.detail, tenant=tenant if tenant and len(tenant) <= 64 else None)
             return None
         partition, offset = message.partition, message.offset
-        seen_key = f"seen|{ev.tenant}|{ev.event_id}"
-        entry = self.state.get(seen_key)
-        # The entry names the message that first carried this id: the same message replayed after a
-        # crash is that message again, not a duplicate, and the count watermark decides if it counted.
-        if entry is not None and (entry[0], entry[2]) != (partition, offset):
+        # Names the message that first carried this id: the same message replayed after a crash is
+        # that message again, not a duplicate, and the count watermark decides whether it counted.
+        if self.dedupe.seen_elsewhere(f"{ev.tenant}|{ev.event_id}", partition, offset):
             self.stats.rejected += 1
             await self.dead.send(message, "duplicate_event", f"event_id {ev.event_id!r} was already counted", ev.tenant)
             return None
-        if entry is None:
-            as_current(event)
-            self.state[seen_key] = [partition, now_ms, offset]
         count_key = f"count|{ev.tenant}|{ev.type}|{partition}"
         current = counts.get(count_key) or list(self.state.get(count_key) or [0, -1])
         if offset > current[1]:
             counts[count_key] = [current[0] + 1, offset]
         self.stats.valid += 1
-        self._maybe_purge(partition, now_ms)
         return ev
 
-    def _maybe_purge(self, partition: int, now_ms: int) -> None:
-        """Forget event ids older than the dedupe window, for this partition only (see class doc)."""
-        n = self._since_purge.get(partition, 0) + 1
-        if n < _PURGE_EVERY:
-            self._since_purge[partition] = n
-            return
-        self._since_purge[partition] = 0
-        horizon = now_ms - self.dedupe_window_ms
-        stale = [k for k, v in self.state.items() if k.startswith("seen|") and v[0] == partition and v[1] < horizon]
-        for key in stale:
-            del self.state[key]
+    def active_partitions(self) -> set[int]:
+        """Pixel partitions this worker processes (not its standby copies of others)."""
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.pixel_topic}
 
     def totals(self) -> dict[str, dict[str, int]]:
-        """Valid events per tenant and type, summed over the partitions this worker holds."""
+        """Valid events per tenant and type, summed over the partitions this worker processes."""
         out: dict[str, dict[str, int]] = {}
+        active = self.active_partitions()
         for key, value in self.state.items():
             if not key.startswith("count|"):
                 continue
-            _, tenant, etype, _ = key.split("|")
+            _, tenant, etype, partition = key.split("|")
+            if int(partition) not in active:
+                continue
             per_type = out.setdefault(tenant, {})
             per_type[etype] = per_type.get(etype, 0) + value[0]
         return out

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from models.embedder import OnnxEmbedder
 from models.indexer import CatalogueIndexer
+from models.rules import RuleSource
 from models.searcher import Searcher
 from models.store import VectorStore, open_store
 from streams.settings import Settings
@@ -21,8 +22,9 @@ class Resources:
     """Built from executor threads (start-up warm-up, the first catalogue batch, the first search), so each
     thing is built under one lock exactly once: a Qdrant Edge shard admits a single opener."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, rules: RuleSource | None = None) -> None:
         self.settings = settings
+        self.rules = rules
         self._lock = threading.RLock()
         self._built: dict[str, object] = {}
 
@@ -54,7 +56,9 @@ class Resources:
 
     @property
     def searcher(self) -> Searcher:
-        return self._once("searcher", lambda: Searcher(self.store, self.embedder, self.settings.tenants))
+        return self._once(
+            "searcher", lambda: Searcher(self.store, self.embedder, self.settings.tenants, rules=self.rules)
+        )
 
     def loaded(self) -> dict[str, bool]:
         return {"model_loaded": "embedder" in self._built, "store_open": "store" in self._built}

@@ -12,6 +12,7 @@ import faust
 
 from models.searcher import Searcher, error_result
 from schemas import DecodeError, LoggedItem, SearchLog, SearchRequest, SearchResult, decode, encode
+from streams import metrics
 from streams.batching import in_thread
 from streams.deadletters import DeadLetterSink, salvage
 from streams.settings import Settings
@@ -89,6 +90,7 @@ class SearchPipeline:
         except Exception as exc:  # noqa: BLE001 - a failing store or model answers an error, never crashes
             log.exception("search failed for %d requests", len(requests))
             return [error_result(r.request_id, r.tenant, "internal_error", type(exc).__name__) for r in requests]
+        metrics.observe_search(results)
         for request, result in zip(requests, results, strict=True):
             if result.search_id is None:
                 continue
@@ -116,6 +118,7 @@ class SearchPipeline:
 
     async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
         async for batch in stream.take_events(_BATCH_MAX, within=_BATCH_WITHIN_S):
+            metrics.EVENTS.labels(self.AGENT).inc(len(batch))
             valid: list[tuple[SearchRequest, str]] = []
             for event in batch:
                 admitted = await self._admit(event.message)

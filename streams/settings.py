@@ -75,6 +75,10 @@ class WorkerSettings(_Section):
     store: str = Field(default="memory://", description="SHOPRANK_WORKER_STORE: Faust table store URL.")
     data_dir: Path = Field(default=Path(".shoprank"), description="SHOPRANK_WORKER_DATA_DIR: local state.")
     loglevel: LogLevel = Field(default="warn", description="SHOPRANK_WORKER_LOGLEVEL.")
+    metrics_interval_s: float = Field(
+        default=10.0, gt=0,
+        description="SHOPRANK_WORKER_METRICS_INTERVAL_S: how often lag and index sizes are sampled for /metrics.",
+    )
 
 
 class PixelSettings(_Section):

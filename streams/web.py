@@ -9,6 +9,8 @@ import orjson
 from faust import web
 
 from schemas import DecodeError, SearchRequest, SearchResult, encode, validate
+from streams import metrics
+from streams.kafka import broker_answers
 from streams.search import request_error_code
 
 if TYPE_CHECKING:
@@ -29,9 +31,15 @@ def register_views(shop: ShoprankApp) -> None:
 
     @app.page("/readyz")
     async def readyz(view: web.View, request: web.Request) -> web.Response:
-        """Partitions assigned and tables recovered: the worker is processing."""
-        checks = _readiness(shop)
-        return view.json({"ready": all(checks.values()), "checks": checks}, status=200 if all(checks.values()) else 503)
+        """Broker reachable, partitions assigned, tables recovered, store open, model loaded; else 503 naming why."""
+        checks = {"broker_reachable": await broker_answers(shop.bootstrap, 1.0), **_readiness(shop)}
+        failed = [name for name, ok in checks.items() if not ok]
+        return view.json({"ready": not failed, "checks": checks, "failed": failed}, status=503 if failed else 200)
+
+    @app.page("/metrics")
+    async def prometheus(view: web.View, request: web.Request) -> web.Response:
+        """Prometheus text exposition (streams.metrics); sampled values are refreshed in the background."""
+        return view.bytes(metrics.render(), headers={"Content-Type": metrics.CONTENT_TYPE})
 
     @app.page("/v1/search")
     class SearchView(web.View):
@@ -80,6 +88,11 @@ def register_views(shop: ShoprankApp) -> None:
                              status=404)
         return view.json({"tenant": tenant, **analytics_summary(shop, tenant)})
 
+    @app.page("/v1/stats/rules")
+    async def rules_stats(view: web.View, request: web.Request) -> web.Response:
+        """Live merchandising rules per tenant, records read from the rules topic, dead letters."""
+        return view.json(shop.rules.stats())
+
     @app.page("/v1/stats/pixel")
     async def pixel_stats(view: web.View, request: web.Request) -> web.Response:
         """Valid pixel events per tenant and type (partitions held by this worker), and rejects by reason."""
@@ -111,6 +124,7 @@ def _readiness(shop: ShoprankApp) -> dict[str, Any]:
         "partitions_assigned": assigned,
         "tables_recovered": recovered,
         "not_rebalancing": not app.rebalancing,
+        "rules_loaded": shop.rules.loaded,
         **shop.resources.loaded(),
     }
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from schemas.topics import TOPICS
+
 from streams.broker import EmbeddedBroker
 from streams.sample_events import valid_events
 from streams.supervise import free_port
@@ -83,9 +85,9 @@ def test_topics_lists_and_creates(broker: EmbeddedBroker) -> None:
     env = {"SHOPRANK_KAFKA_BOOTSTRAP": broker.bootstrap, "SHOPRANK_KAFKA_TOPIC_PREFIX": "clitopics."}
     first = run_cli("topics", env=env)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count("created") == 6
+    assert first.stdout.count("created") == len(TOPICS)
     again = run_cli("topics", env=env)
-    assert "created" not in again.stdout and again.stdout.count(" ok ") == 6
+    assert "created" not in again.stdout and again.stdout.count(" ok ") == len(TOPICS)
 
 
 def test_broker_command_serves_until_sigterm() -> None:

@@ -1,0 +1,168 @@
+"""Throughput of the learning loop: pixel events and search logs through attribution and the learner.
+
+In one run, on one embedded (Tansu) broker, with the same seeded session traffic
+(``streams.sample_sessions``: search logs, impressions, clicks, carts, purchases, 2% retried):
+
+- baseline: a bare Faust agent (``bench/bare_faust.py``) that only counts the messages of the pixel
+  and searches topics, timed from its first message to the last;
+- one shoprank worker: validation, dedupe, per-search attribution, interactions topic, the learning
+  agent (dedupe, analytics totals, ranker update when a ranker is configured), timed from the first
+  message produced to the moment every tenant's totals equal the generator's ground truth;
+- two shoprank workers in one consumer group, same traffic on fresh topics (scaling ratio).
+
+Totals are checked exactly; a run whose totals do not match says so in the notes.
+
+Usage: python bench/bench_learning.py [--sessions 5000] [--tenants 8] [--no-record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Row, append_rows, code_version, fmt, machine  # noqa: E402
+
+import streams  # noqa: E402
+from streams.broker import EmbeddedBroker  # noqa: E402
+from streams.kafka import ensure_topics, producer  # noqa: E402
+from streams.sample_sessions import SessionTraffic, session_traffic  # noqa: E402
+from streams.supervise import WorkerProcess, free_port  # noqa: E402
+
+BENCHMARK = "bench_learning"
+REPO = Path(__file__).resolve().parents[1]
+console = Console()
+
+
+async def _produce(bootstrap: str, prefix: str, traffic: SessionTraffic) -> None:
+    async with producer(bootstrap, linger_ms=5, max_request_size=2_000_000) as prod:
+        futures = [await prod.send(f"{prefix}shoprank.{topic}", value, key=key) for topic, key, value in traffic.messages]
+        await asyncio.gather(*futures)
+
+
+def _bare_faust(bootstrap: str, prefix: str, n: int) -> float:
+    topics = f"{prefix}shoprank.pixel,{prefix}shoprank.searches"
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "bare_faust.py"), bootstrap, topics, str(n)],
+                         capture_output=True, text=True, timeout=900, cwd=REPO)
+    # Faust routes a worker's stdout through its logger, so the figure may come back on either stream.
+    found = re.search(r'\{"n":\s*\d+,\s*"seconds":\s*[0-9.eE+-]+\}', out.stdout + out.stderr)
+    if found is None:
+        raise RuntimeError(f"bare Faust baseline printed no figure:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+    figure = orjson.loads(found.group(0))
+    return n / figure["seconds"]
+
+
+def _totals(workers: list[WorkerProcess], tenants: list[str]) -> dict[str, dict[str, float]]:
+    """Learning-bucket totals per tenant, summed over workers (each reports the partitions it holds)."""
+    out: dict[str, dict[str, float]] = {}
+    for t in tenants:
+        acc: dict[str, float] = {}
+        for w in workers:
+            for k, v in w.get(f"/v1/analytics/{t}")["buckets"].get("learning", {}).items():
+                if isinstance(v, (int, float)) and v is not None:
+                    acc[k] = acc.get(k, 0) + v
+        out[t] = acc
+    return out
+
+
+def _shoprank(broker: EmbeddedBroker, traffic: SessionTraffic, tenants: list[str], workers_n: int,
+              workdir: Path, timeout_s: float) -> tuple[float, float, bool]:
+    """(messages/s, seconds, totals exact) with ``workers_n`` workers in one group."""
+    prefix = f"b{uuid.uuid4().hex[:6]}."
+    asyncio.run(ensure_topics(broker.bootstrap, prefix))
+    workers = [
+        WorkerProcess(broker.bootstrap, topic_prefix=prefix, app_id="bench-learn", tenants=",".join(tenants),
+                      data_dir=workdir / f"{prefix}{i}", log_path=workdir / f"{prefix}{i}.log",
+                      extra_env={"SHOPRANK_STORE_DIR": str(workdir / f"{prefix}{i}" / "index")})
+        for i in range(workers_n)
+    ]
+    try:
+        for w in workers:
+            w.start(ready_timeout_s=180)
+        if workers_n > 1:  # the group settles once every member has joined
+            time.sleep(8)
+            for w in workers:
+                w.wait_ready(120)
+        want = {t: {k: float(v) for k, v in traffic.totals[t].items()} for t in tenants}
+        t0 = time.perf_counter()
+        asyncio.run(_produce(broker.bootstrap, prefix, traffic))
+        console.print(f"  produced {len(traffic.messages):,} messages in {time.perf_counter() - t0:.1f} s")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            got = _totals(workers, tenants)
+            exact = all({k: got[t].get(k, 0.0) for k in want[t]} == want[t] for t in tenants)
+            if exact or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        elapsed = time.perf_counter() - t0
+        time.sleep(2)
+        got = _totals(workers, tenants)
+        exact = all({k: got[t].get(k, 0.0) for k in want[t]} == want[t] for t in tenants)
+        return len(traffic.messages) / elapsed, elapsed, exact
+    finally:
+        for w in workers:
+            w.stop()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sessions", type=int, default=5_000)
+    ap.add_argument("--tenants", type=int, default=8, help="tenants the sessions are spread over (default 8)")
+    ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--no-record", action="store_true")
+    args = ap.parse_args()
+    tenants = [f"shop{i}" for i in range(args.tenants)]
+    traffic = session_traffic(args.sessions, tenants=tuple(tenants), seed=23)
+    n = len(traffic.messages)
+    rev = code_version(Path(streams.__file__).parent)
+    load = os.getloadavg()[0]
+    console.print(f"{BENCHMARK}: {args.sessions:,} sessions, {n:,} messages ({traffic.pixel_events:,} pixel events), "
+                  f"{len(tenants)} tenants, code {rev}, {machine()}, load {load:.2f}")
+    with tempfile.TemporaryDirectory(prefix="shoprank-bench-") as tmp:
+        workdir = Path(tmp)
+        broker = EmbeddedBroker(port=free_port(), log_path=workdir / "broker.log").start()
+        try:
+            prefix = f"b{uuid.uuid4().hex[:6]}."
+            asyncio.run(ensure_topics(broker.bootstrap, prefix))
+            asyncio.run(_produce(broker.bootstrap, prefix, traffic))
+            bare = _bare_faust(broker.bootstrap, prefix, n)
+            console.print(f"  bare Faust agent: {fmt(bare)} messages/s")
+            one, one_s, one_ok = _shoprank(broker, traffic, tenants, 1, workdir, args.timeout)
+            console.print(f"  one worker: {fmt(one)} messages/s over {one_s:.1f} s, totals {'exact' if one_ok else 'WRONG'}")
+            two, two_s, two_ok = _shoprank(broker, traffic, tenants, 2, workdir, args.timeout)
+            console.print(f"  two workers: {fmt(two)} messages/s over {two_s:.1f} s, totals {'exact' if two_ok else 'WRONG'}")
+        finally:
+            broker.stop()
+    table = Table(title=BENCHMARK)
+    for col in ("run", "messages/s", "vs bare Faust", "totals"):
+        table.add_column(col)
+    table.add_row("bare Faust agent", fmt(bare), "1", "-")
+    table.add_row("1 worker", fmt(one), f"{one / bare:.2f}", "exact" if one_ok else "WRONG")
+    table.add_row("2 workers", fmt(two), f"{two / bare:.2f} ({two / one:.2f}× one)", "exact" if two_ok else "WRONG")
+    console.print(table)
+    if not args.no_record:
+        note = (f"{args.sessions} sessions, {n} messages ({traffic.pixel_events} pixel events + search logs), "
+                f"{len(tenants)} tenants; load {load:.2f} before run; code {rev}")
+        append_rows(BENCHMARK, [
+            Row("messages/s through attribution + learning, 1 worker (vs bare Faust agent)", one, bare,
+                f"{note}; totals {'exact' if one_ok else 'WRONG'}"),
+            Row("messages/s through attribution + learning, 2 workers (vs 1 worker)", two, one,
+                f"{note}; totals {'exact' if two_ok else 'WRONG'}"),
+        ])
+    return 0 if one_ok and two_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
