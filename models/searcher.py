@@ -5,20 +5,23 @@ No Kafka here: the search agent and the HTTP gateway both call :meth:`Searcher.s
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 
 import numpy as np
 
 from models.embedder import Embedder
+from models.ranker import OnlineRanker, Ranked
 from models.rules import RuledHit, RuleSource, apply_rules, without_hidden
 from models.store import Hit, SearchFilter, SearchMode, VectorStore
-from schemas import RankedItem, SearchError, SearchRequest, SearchResult
+from schemas import LoggedItem, RankedItem, SearchError, SearchLog, SearchRequest, SearchResult
+from schemas.interactions import Bucket
 
-__all__ = ["Searcher", "CANDIDATES", "error_result"]
+__all__ = ["Searcher", "CANDIDATES", "error_result", "assign_bucket", "RankerSource"]
 
 #: Candidates retrieved per request; facets are counted over them and later stages re-rank them.
 CANDIDATES = 100
@@ -35,33 +38,55 @@ def error_result(request_id: str, tenant: str, code: str, message: str) -> Searc
     )
 
 
+#: A tenant's online ranker, or None to keep the hybrid order (see models.ranker).
+RankerSource = Callable[[str], "OnlineRanker | None"]
+
+
+def assign_bucket(unit: str, control_share: float) -> Bucket:
+    """``control`` (static hybrid order) or ``learning`` (online ranker), stable per session."""
+    if control_share <= 0:
+        return "learning"
+    h = int.from_bytes(hashlib.blake2b(unit.encode(), digest_size=8).digest(), "big") % 10_000
+    return "control" if h < control_share * 10_000 else "learning"
+
+
 class Searcher:
     def __init__(self, store: VectorStore, embedder: Embedder, tenants: Collection[str],
-                 rules: RuleSource | None = None) -> None:
+                 rules: RuleSource | None = None, ranker: RankerSource | None = None,
+                 control_share: float = 0.0) -> None:
         self.store = store
         self.embedder = embedder
         self.tenants = frozenset(tenants)
         self.rules = rules  # a tenant's merchandising rules, applied last (models.rules)
+        self.ranker = ranker  # a tenant's online ranker, between retrieval and rules
+        self.control_share = control_share
 
     def search(self, request: SearchRequest, *, mode: SearchMode = "hybrid") -> SearchResult:
         return self.search_many([request], mode=mode)[0]
 
     def search_many(self, requests: Sequence[SearchRequest], *, mode: SearchMode = "hybrid") -> list[SearchResult]:
-        """Answer ``requests`` in order, embedding all their queries in one ONNX call.
+        return [result for result, _ in self.search_many_logged(requests, mode=mode)]
+
+    def search_many_logged(self, requests: Sequence[SearchRequest], *, mode: SearchMode = "hybrid",
+                           ) -> list[tuple[SearchResult, SearchLog | None]]:
+        """Answer ``requests`` in order, embedding all their queries in one ONNX call; with each answer
+        goes the log of what it showed (items, ranker features, bucket) for attribution, when the
+        request names a session.
 
         Under load the search agent hands over a whole micro-batch: one batched embedding costs little
         more than one query, which is what keeps latency flat as the request rate grows.
         """
         started = time.perf_counter()
-        results: list[SearchResult | None] = [None] * len(requests)
+        results: list[tuple[SearchResult, SearchLog | None] | None] = [None] * len(requests)
         todo: list[tuple[int, str]] = []
         for i, request in enumerate(requests):
             query = " ".join(request.query.split())
             if request.tenant not in self.tenants:
-                results[i] = error_result(request.request_id, request.tenant, "unknown_tenant",
-                                          f"tenant {request.tenant!r} is not served here")
+                results[i] = (error_result(request.request_id, request.tenant, "unknown_tenant",
+                                           f"tenant {request.tenant!r} is not served here"), None)
             elif not query:
-                results[i] = error_result(request.request_id, request.tenant, "empty_query", "the query is empty")
+                results[i] = (error_result(request.request_id, request.tenant, "empty_query", "the query is empty"),
+                              None)
             else:
                 todo.append((i, query))
         t0 = time.perf_counter()
@@ -73,31 +98,52 @@ class Searcher:
         return results  # type: ignore[return-value]
 
     def _retrieve(self, request: SearchRequest, query: str, dense: np.ndarray | None, mode: SearchMode,
-                  embed_ms: float, started: float) -> SearchResult:
+                  embed_ms: float, started: float) -> tuple[SearchResult, SearchLog | None]:
         t1 = time.perf_counter()
         hits = self.store.search(
             request.tenant, dense, query, filter=_filter(request), limit=max(CANDIDATES, request.page_size), mode=mode
         )
         t2 = time.perf_counter()
-        page, shown = self._apply_rules(request, query, dense, mode, hits)
+        bucket = assign_bucket(request.session_id or request.request_id, self.control_share)
+        ranker = self.ranker(request.tenant) if self.ranker is not None else None
+        logged: dict[str, tuple[dict[str, float], bool]] = {}
+        if ranker is not None and hits:
+            hits, logged = _ranked_hits(ranker, query, hits, request.page_size, bucket)
         t3 = time.perf_counter()
+        page, shown = self._apply_rules(request, query, dense, mode, hits)
+        t4 = time.perf_counter()
         items = [_item(r.hit, rank, r.rules) for rank, r in enumerate(page)]
-        return SearchResult(
+        versions = {"embedder": self.embedder.version}
+        if ranker is not None:
+            versions["ranker"] = ranker.version
+        result = SearchResult(
             request_id=request.request_id,
             tenant=request.tenant,
             search_id=uuid.uuid4().hex,
             query=query,
             items=items,
             facets=_facets(shown),
-            model_versions={"embedder": self.embedder.version},
+            model_versions=versions,
             timings_ms={
                 "embed": round(embed_ms, 3),  # the batched call this query was part of
                 "retrieve": round((t2 - t1) * 1000, 3),
-                "rules": round((t3 - t2) * 1000, 3),
+                "rank": round((t3 - t2) * 1000, 3),
+                "rules": round((t4 - t3) * 1000, 3),
                 "total": round((time.perf_counter() - started) * 1000, 3),
             },
             answered_at=int(time.time() * 1000),
         )
+        log = None
+        if request.session_id is not None and result.search_id is not None:
+            log = SearchLog(
+                search_id=result.search_id, tenant=request.tenant, session_id=request.session_id,
+                query=query, category=request.filters.category if request.filters else None,
+                items=[LoggedItem(product_id=it.product_id, position=it.rank,
+                                  features=logged.get(it.product_id, (dict(it.scores), False))[0],
+                                  explored=logged.get(it.product_id, ({}, False))[1]) for it in items],
+                bucket=bucket, ranker_version=versions.get("ranker"), answered_at=result.answered_at,
+            )
+        return result, log
 
     def _apply_rules(self, request: SearchRequest, query: str, dense: np.ndarray | None, mode: SearchMode,
                      hits: list[Hit]) -> tuple[list[RuledHit], list[Hit]]:
@@ -118,6 +164,22 @@ class Searcher:
         page = apply_rules(hits, rules, query=query, category=category, now_ms=now_ms, page_size=request.page_size,
                            lookup=pinned)
         return page, without_hidden(hits, rules, query=query, category=category, now_ms=now_ms)
+
+
+def _ranked_hits(ranker: OnlineRanker, query: str, hits: list[Hit], page_size: int, bucket: Bucket,
+                 ) -> tuple[list[Hit], dict[str, tuple[dict[str, float], bool]]]:
+    """Hits re-ordered by the ranker (learning bucket) or kept in hybrid order (control), with the
+    features of each as logged for learning. Both buckets log features, so both teach the ranker."""
+    now_ms = int(time.time() * 1000)
+    if bucket == "learning":
+        ranked = ranker.rank(query, hits, now_ms=now_ms, page_size=page_size)
+    else:
+        feats = ranker.features(query, hits[:page_size], now_ms)
+        ranked = [Ranked(h, h.score, f) for h, f in zip(hits, feats, strict=False)]
+        ranked += [Ranked(h, h.score, {}) for h in hits[len(feats):]]
+    out = [Hit(r.hit.product_id, float(r.value), {**r.hit.scores, "ranker": float(r.value)}, r.hit.payload)
+           for r in ranked]
+    return out, {r.hit.product_id: (r.features, r.explored) for r in ranked if r.features}
 
 
 def _filter(request: SearchRequest) -> SearchFilter | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import faust
 
@@ -13,6 +14,7 @@ from streams.learning import LearningPipeline
 from streams.pixel import PixelPipeline
 from streams.resources import Resources
 from streams.rules import RuleBook
+from streams.ranking import RankerHub
 from streams.search import SearchPipeline
 from streams.settings import Settings
 
@@ -32,6 +34,7 @@ class ShoprankApp:
     search: SearchPipeline
     learning: LearningPipeline
     rules: RuleBook
+    rankers: RankerHub
 
 
 def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
@@ -61,7 +64,11 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
         web_port=worker.web_port,
     )
     rules = RuleBook(app, settings, bootstrap)  # every tenant's rules, whatever partitions this worker holds
-    resources = Resources(settings, rules=rules.rules_for)
+    hub: RankerHub | None = None
+    learning = LearningPipeline(app, settings, lambda: hub.learn if hub is not None else None)
+    # Engagement counters share the learning agent's table (one ordered changelog with the totals).
+    hub = RankerHub(settings, learning.state)
+    resources = Resources(settings, rules=rules.rules_for, ranker=hub.get)
     shop = ShoprankApp(
         faust=app,
         settings=settings,
@@ -70,9 +77,18 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
         pixel=PixelPipeline(app, settings),
         catalogue=CataloguePipeline(app, settings, lambda: resources.indexer),
         search=SearchPipeline(app, settings, lambda: resources.searcher),
-        learning=LearningPipeline(app, settings, lambda: None),
+        learning=learning,
         rules=rules,
+        rankers=hub,
     )
+
+    @app.timer(settings.ranker.checkpoint_interval_s, name="ranker-checkpoint")
+    async def checkpoint_rankers() -> None:
+        await in_thread(hub.checkpoint)
+
+    @app.on_before_shutdown.connect
+    async def save_rankers(app: faust.App, **_: Any) -> None:
+        hub.checkpoint()
 
     @app.task
     async def load_resources() -> None:

@@ -73,6 +73,7 @@ class LearningPipeline:
     async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
         async for batch in stream.take_events(_BATCH_MAX, within=_BATCH_WITHIN_S):
             fresh: list[AttributedInteraction] = []
+            fresh_at: list[tuple[int, AttributedInteraction]] = []
             touched: dict[str, tuple[dict[str, float], Any]] = {}
             anchors: dict[int, Any] = {}
             now = int(time.time() * 1000)
@@ -99,6 +100,7 @@ class LearningPipeline:
                 totals[_WATERMARK] = message.offset
                 touched[key] = (totals, event)
                 fresh.append(it)
+                fresh_at.append((message.partition, it))
             # Dedupe records first: on the one changelog partition they then precede the totals they guard.
             self.dedupe.flush(anchors, now)
             self._maybe_purge(anchors, now, len(batch))
@@ -108,10 +110,15 @@ class LearningPipeline:
             if fresh:
                 learner = self._learner()
                 if learner is not None:
-                    try:
-                        learner(fresh)
-                    except Exception:  # noqa: BLE001 - the model misses a batch; the stream goes on
-                        log.exception("ranker update failed for %d interactions", len(fresh))
+                    by_partition: dict[int, list[AttributedInteraction]] = {}
+                    for p, it in fresh_at:
+                        by_partition.setdefault(p, []).append(it)
+                    for p, items in by_partition.items():
+                        as_current(anchors[p])  # engagement writes go to this partition's changelog
+                        try:
+                            learner(items)
+                        except Exception:  # noqa: BLE001 - the model misses a batch; the stream goes on
+                            log.exception("ranker update failed for %d interactions", len(items))
                 self.stats.learned += len(fresh)
                 self.stats.last_learned_ms = now
             yield None

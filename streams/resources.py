@@ -9,7 +9,7 @@ from typing import TypeVar
 from models.embedder import OnnxEmbedder
 from models.indexer import CatalogueIndexer
 from models.rules import RuleSource
-from models.searcher import Searcher
+from models.searcher import RankerSource, Searcher
 from models.store import VectorStore, open_store
 from streams.settings import Settings
 
@@ -22,9 +22,10 @@ class Resources:
     """Built from executor threads (start-up warm-up, the first catalogue batch, the first search), so each
     thing is built under one lock exactly once: a Qdrant Edge shard admits a single opener."""
 
-    def __init__(self, settings: Settings, rules: RuleSource | None = None) -> None:
+    def __init__(self, settings: Settings, rules: RuleSource | None = None, ranker: RankerSource | None = None) -> None:
         self.settings = settings
         self.rules = rules
+        self.ranker = ranker
         self._lock = threading.RLock()
         self._built: dict[str, object] = {}
 
@@ -57,7 +58,8 @@ class Resources:
     @property
     def searcher(self) -> Searcher:
         return self._once(
-            "searcher", lambda: Searcher(self.store, self.embedder, self.settings.tenants, rules=self.rules)
+            "searcher", lambda: Searcher(self.store, self.embedder, self.settings.tenants, rules=self.rules,
+                                         ranker=self.ranker, control_share=self.settings.ranker.control_share)
         )
 
     def loaded(self) -> dict[str, bool]:

@@ -11,7 +11,7 @@ from typing import Any
 import faust
 
 from models.searcher import Searcher, error_result
-from schemas import DecodeError, LoggedItem, SearchLog, SearchRequest, SearchResult, decode, encode
+from schemas import DecodeError, SearchRequest, SearchResult, decode, encode
 from streams import metrics
 from streams.batching import in_thread
 from streams.deadletters import DeadLetterSink, salvage
@@ -86,35 +86,21 @@ class SearchPipeline:
     async def answer_many(self, requests: list[SearchRequest]) -> list[SearchResult]:
         """Answer requests (agent and gateway alike) and log what each answered search showed."""
         try:
-            results = await in_thread(self.searcher.search_many, requests)
+            answered = await in_thread(self.searcher.search_many_logged, requests)
         except Exception as exc:  # noqa: BLE001 - a failing store or model answers an error, never crashes
             log.exception("search failed for %d requests", len(requests))
             return [error_result(r.request_id, r.tenant, "internal_error", type(exc).__name__) for r in requests]
+        results = [result for result, _ in answered]
         metrics.observe_search(results)
-        for request, result in zip(requests, results, strict=True):
+        for result, search_log in answered:
             if result.search_id is None:
                 continue
             self.stats.count_coverage(result)
-            if request.session_id is not None:
-                await self._log_search(request, result)
+            if search_log is not None:
+                # Keyed like pixel events, so attribution meets the log and the session's events on one partition.
+                key = f"{search_log.tenant}:{search_log.session_id}".encode()
+                await self.searches_log.send(key=key, value=encode(search_log))
         return results
-
-    async def _log_search(self, request: SearchRequest, result: SearchResult) -> None:
-        """Publish what was shown, keyed like pixel events, so attribution meets it on the same partition."""
-        assert result.search_id is not None and request.session_id is not None
-        record = SearchLog(
-            search_id=result.search_id,
-            tenant=result.tenant,
-            session_id=request.session_id,
-            user_id=None,  # attribution hashes the pixel's user id; the log needs none
-            query=result.query or "",
-            category=request.filters.category if request.filters else None,
-            items=[LoggedItem(product_id=it.product_id, position=it.rank, features=dict(it.scores)) for it in result.items],
-            ranker_version=result.model_versions.get("ranker"),
-            answered_at=result.answered_at,
-        )
-        key = f"{record.tenant}:{record.session_id}".encode()
-        await self.searches_log.send(key=key, value=encode(record))
 
     async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
         async for batch in stream.take_events(_BATCH_MAX, within=_BATCH_WITHIN_S):

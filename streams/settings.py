@@ -119,6 +119,50 @@ class AttributionSettings(_Section):
     )
 
 
+class RankerSettings(_Section):
+    """The online ranker (models.ranker): objective, exploration, control bucket, checkpoints."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOPRANK_RANKER_", frozen=True, extra="ignore")
+
+    enabled: bool = Field(default=True, description="SHOPRANK_RANKER_ENABLED: re-rank by predicted business value.")
+    objective: str = Field(
+        default="conversion=1",
+        description="SHOPRANK_RANKER_OBJECTIVE: weights over conversion, revenue and margin, e.g. conversion=1,revenue=0.01.",
+    )
+    objectives: str = Field(
+        default="",
+        description="SHOPRANK_RANKER_OBJECTIVES: per-tenant overrides, e.g. acme:revenue=1;demo:margin=1.",
+    )
+    control_share: float = Field(
+        default=0.1, ge=0, le=1,
+        description="SHOPRANK_RANKER_CONTROL_SHARE: sessions kept on the static hybrid order, for comparison.",
+    )
+    explore_slots: str = Field(default="3,7", description="SHOPRANK_RANKER_EXPLORE_SLOTS: 0-based page slots explored.")
+    warmup: int = Field(default=200, ge=0, description="SHOPRANK_RANKER_WARMUP: interactions before re-ranking starts.")
+    half_life_days: float = Field(default=7.0, gt=0, description="SHOPRANK_RANKER_HALF_LIFE_DAYS: engagement decay.")
+    checkpoint_interval_s: float = Field(
+        default=10.0, gt=0, description="SHOPRANK_RANKER_CHECKPOINT_INTERVAL_S: how often models are saved."
+    )
+
+    @field_validator("objective")
+    @classmethod
+    def _objective_parses(cls, value: str) -> str:
+        from models.ranker import Objective
+
+        Objective.parse(value)
+        return value
+
+    def objective_for(self, tenant: str) -> str:
+        for part in filter(None, (p.strip() for p in self.objectives.split(";"))):
+            name, _, weights = part.partition(":")
+            if name.strip() == tenant:
+                return weights
+        return self.objective
+
+    def slots(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.explore_slots.split(",") if s.strip())
+
+
 class ModelSettings(_Section):
     """Where exported models live."""
 
@@ -155,6 +199,7 @@ class Settings(_Section):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     pixel: PixelSettings = Field(default_factory=PixelSettings)
     attribution: AttributionSettings = Field(default_factory=AttributionSettings)
+    ranker: RankerSettings = Field(default_factory=RankerSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
 

@@ -74,7 +74,9 @@ def loop(broker: EmbeddedBroker, model_dir: Path, tmp_path_factory: pytest.TempP
         log_path=tmp / "w.log",
         extra_env={"SHOPRANK_MODELS_DIR": str(model_dir.parent), "SHOPRANK_MODELS_EMBEDDER": model_dir.name,
                    "SHOPRANK_STORE_DIR": str(tmp / "index"), "SHOPRANK_ATTRIBUTION_LATE_GRACE_S": "2",
-                   "SHOPRANK_ATTRIBUTION_SWEEP_INTERVAL_S": "0.5"},
+                   "SHOPRANK_ATTRIBUTION_SWEEP_INTERVAL_S": "0.5", "SHOPRANK_RANKER_WARMUP": "30",
+                   "SHOPRANK_RANKER_CONTROL_SHARE": "0", "SHOPRANK_RANKER_EXPLORE_SLOTS": "",
+                   "SHOPRANK_RANKER_CHECKPOINT_INTERVAL_S": "0.5"},
     ).start()
     try:
         send_updates(broker, prefix, [product(*p) for p in PRODUCTS])
@@ -154,3 +156,45 @@ def test_analytics_count_the_attributed_outcomes_once(loop: Loop) -> None:
     assert learning["revenue"] == 39.0 and learning["conversion"] == 1.0
     assert summary["query_coverage"] is not None
     assert loop.worker.get("/v1/analytics/demo")["buckets"].get("learning", {}).get("revenue", 0) != 39.0
+
+
+def _ids(result: SearchResult) -> list[str]:
+    return [i.product_id for i in result.items]
+
+
+def test_purchases_teach_the_ranker_and_the_ranking_changes_for_that_tenant_only(loop: Loop) -> None:
+    query = "shoes"
+    before = loop.search(query, "warm-0")
+    acme_before = _ids(loop.search(query, "acme-0", tenant="acme"))
+    favourite = _ids(before)[-1]  # the product shoppers want is last in the hybrid order
+    for k in range(40):
+        session = f"shopper-{k}"
+        result = loop.search(query, session)
+        shown = _ids(result)
+        pos = shown.index(favourite)
+        other = shown[0] if shown[0] != favourite else shown[1]
+        loop.events(
+            ev("impression", session, search_id=result.search_id, items=shown),
+            ev("click", session, search_id=result.search_id, product_id=other, position=shown.index(other)),
+            ev("click", session, search_id=result.search_id, product_id=favourite, position=pos),
+            ev("purchase", session, search_id=result.search_id, product_id=favourite),
+        )
+    deadline = time.monotonic() + 60
+    while True:
+        after = loop.search(query, "check")
+        if _ids(after).index(favourite) < _ids(before).index(favourite) - 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert _ids(after).index(favourite) < _ids(before).index(favourite) - 1, (_ids(before), _ids(after))
+    assert after.model_versions["ranker"] != before.model_versions["ranker"]
+    assert after.items[0].scores.get("ranker") is not None
+    assert _ids(loop.search(query, "acme-1", tenant="acme")) == acme_before  # the other shop learned nothing
+
+    # The ranker's state survives a restart: same version, same improved order.
+    time.sleep(1.5)  # a checkpoint interval
+    learned = loop.search(query, "check-2")
+    loop.worker.stop()
+    loop.worker.start()
+    again = loop.search(query, "check-3")
+    assert again.model_versions["ranker"] == learned.model_versions["ranker"]
+    assert _ids(again).index(favourite) == _ids(learned).index(favourite)

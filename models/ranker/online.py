@@ -1,0 +1,246 @@
+"""The online ranker: River models that learn from each attributed interaction and re-rank candidates
+by predicted business value under the tenant's objective.
+
+Two logistic regressions (River, SGD, behind a running standard scaler) share the feature vector of
+models.ranker.features: ``P(click | shown, examined)`` and ``P(purchase | click)``. Impressions are
+the click model's negatives, weighted by the examination propensity of their rank (an unexamined
+item is weak evidence); clicks are its positives with inverse-propensity weights, clipped at 10, so
+that position bias is not learned as relevance. A candidate's value is::
+
+    P(click) · P(purchase | click) · (w_conversion + w_revenue · price + w_margin · price · margin_rate)
+
+Cold start: the models score any product from its content features, so a new product gets a prior
+from what it looks like; and a small exploration budget (Thompson sampling over a few slots, from the
+Beta posterior of each candidate's examined clicks) shows products with little evidence, so they can
+earn their place. Until the models have seen ``warmup`` interactions the hybrid order stands.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import random
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from river import linear_model, optim, preprocessing
+
+from models.ranker.engagement import Engagement
+from models.ranker.features import FEATURES, candidate_features
+from models.ranker.propensity import Propensity
+from schemas import AttributedInteraction
+
+__all__ = ["Objective", "RankerConfig", "OnlineRanker", "Ranked", "Candidate"]
+
+_MAX_IPS = 10.0
+
+
+class Candidate(Protocol):
+    product_id: str
+    score: float
+    scores: dict[str, float]
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A tenant's business objective: weights over conversion, revenue and margin."""
+
+    conversion: float = 1.0
+    revenue: float = 0.0
+    margin: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> Objective:
+        """``conversion=1,revenue=0.02,margin=0`` (missing names are 0 once any is given)."""
+        weights = {"conversion": 0.0, "revenue": 0.0, "margin": 0.0}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, _, value = part.partition("=")
+            if name.strip() not in weights:
+                raise ValueError(f"unknown objective term {name.strip()!r}; use conversion, revenue or margin")
+            weights[name.strip()] = float(value)
+        if all(w == 0 for w in weights.values()):
+            raise ValueError("an objective needs at least one non-zero weight")
+        return cls(**weights)
+
+    def value(self, price: float, margin_rate: float) -> float:
+        return self.conversion + self.revenue * price + self.margin * price * margin_rate
+
+
+@dataclass(frozen=True)
+class RankerConfig:
+    objective: Objective = field(default_factory=Objective)
+    #: 0-based page slots filled by exploration instead of by score.
+    explore_slots: tuple[int, ...] = (3, 7)
+    #: Candidates (by value) beyond the page that exploration may draw from.
+    explore_pool: int = 40
+    #: How many retrieved candidates are scored.
+    depth: int = 100
+    #: Interactions before the models' order replaces the hybrid order.
+    warmup: int = 200
+    seed: int = 0
+
+
+@dataclass
+class Ranked:
+    hit: Any
+    value: float
+    features: dict[str, float]
+    explored: bool = False
+
+
+def _model() -> tuple[preprocessing.StandardScaler, linear_model.LogisticRegression]:
+    return preprocessing.StandardScaler(), linear_model.LogisticRegression(optimizer=optim.SGD(0.02), l2=1e-4)
+
+
+def _clean(features: Mapping[str, float]) -> dict[str, float]:
+    """Exactly the known features, finite (a logged vector from an older version may lack some)."""
+    out = {}
+    for name in FEATURES:
+        v = features.get(name, 0.0)
+        out[name] = float(v) if isinstance(v, (int, float)) and math.isfinite(v) else 0.0
+    return out
+
+
+class OnlineRanker:
+    def __init__(self, config: RankerConfig, engagement: Engagement, *, name: str = "river-lr") -> None:
+        self.config = config
+        self.engagement = engagement
+        self.name = name
+        self.click_scaler, self.click = _model()
+        self.buy_scaler, self.buy = _model()
+        self.propensity = Propensity(config.explore_slots)
+        self.updates = 0
+        self.rng = random.Random(config.seed)
+        # Search threads rank while the learning agent updates: River models are plain dicts.
+        self._lock = threading.Lock()
+
+    @property
+    def version(self) -> str:
+        return f"{self.name}-{self.updates}"
+
+    # -- serving ----------------------------------------------------------------------------------
+
+    def features(self, query: str, hits: Sequence[Candidate], now_ms: int) -> list[dict[str, float]]:
+        return [candidate_features(query=query, rank=r, scores=h.scores, payload=h.payload,
+                                   engagement=self.engagement, now_ms=now_ms) for r, h in enumerate(hits)]
+
+    def rank(self, query: str, hits: Sequence[Candidate], *, now_ms: int, page_size: int,
+             explore: bool = True) -> list[Ranked]:
+        """Candidates re-ordered by predicted value, with exploration in the configured slots."""
+        head = list(hits[: self.config.depth])
+        feats = self.features(query, head, now_ms)
+        with self._lock:
+            warm = self.updates >= self.config.warmup
+            values = [self._value(f) if warm else h.score for h, f in zip(head, feats, strict=True)]
+        ranked = sorted((Ranked(h, v, f) for h, v, f in zip(head, values, feats, strict=True)),
+                        key=lambda r: -r.value)
+        if explore:
+            self._explore(ranked, page_size)
+        return ranked + [Ranked(h, h.score, {}) for h in hits[self.config.depth:]]
+
+    def _value(self, f: dict[str, float]) -> float:
+        x = _clean(f)
+        p_click = self.click.predict_proba_one(self.click_scaler.transform_one(x)).get(True, 0.0)
+        p_buy = self.buy.predict_proba_one(self.buy_scaler.transform_one(x)).get(True, 0.0)
+        price = math.expm1(x["price_log"])
+        return p_click * p_buy * self.config.objective.value(price, x["margin_rate"])
+
+    def _explore(self, ranked: list[Ranked], page_size: int) -> None:
+        """Thompson sampling: each slot goes to the pool candidate with the highest sampled click rate."""
+        slots = [s for s in self.config.explore_slots if s < min(page_size, len(ranked))]
+        if not slots:
+            return
+        pool_end = min(len(ranked), page_size + self.config.explore_pool)
+        for slot in slots:
+            pool = range(slot, pool_end)
+            best, best_draw = None, -1.0
+            for i in pool:
+                if ranked[i].explored:
+                    continue
+                f = ranked[i].features
+                shown = math.expm1(f.get("p_impressions", 0.0))
+                clicks = f.get("p_ctr", 0.0) * (shown + 20.0) - 1.0  # undo the smoothing prior
+                draw = self.rng.betavariate(max(clicks, 0.0) + 1.0, max(shown - clicks, 0.0) + 20.0)
+                if draw > best_draw:
+                    best, best_draw = i, draw
+            if best is not None and best != slot:
+                chosen = ranked.pop(best)
+                chosen.explored = True
+                ranked.insert(slot, chosen)
+            elif best == slot:
+                ranked[slot].explored = True
+
+    # -- learning ---------------------------------------------------------------------------------
+
+    def learn(self, it: AttributedInteraction) -> None:
+        now = it.event_ts
+        with self._lock:
+            if it.outcome == "impression":
+                for item in it.items or ():
+                    x = _clean(item.features)
+                    seen = self.propensity(item.position)
+                    self._learn(self.click_scaler, self.click, x, False, seen)
+                    self.propensity.shown(item.position, explored=item.explored)
+                    self.engagement.add(self.engagement.product_key(item.product_id), now_ms=now, examined=seen)
+                    self.engagement.add(self.engagement.pair_key(it.query, item.product_id), now_ms=now, examined=seen)
+            else:
+                assert it.product_id is not None and it.position is not None
+                x = _clean(it.features)
+                pkey = self.engagement.product_key(it.product_id)
+                qkey = self.engagement.pair_key(it.query, it.product_id)
+                if it.outcome == "click":
+                    weight = min(_MAX_IPS, 1.0 / self.propensity(it.position))
+                    self._learn(self.click_scaler, self.click, x, True, weight)
+                    self._learn(self.buy_scaler, self.buy, x, False, 1.0)
+                    self.propensity.clicked(it.position, explored=it.explored)
+                    for key in (pkey, qkey):
+                        self.engagement.add(key, now_ms=now, clicks=1.0)
+                elif it.outcome == "add_to_cart":
+                    for key in (pkey, qkey):
+                        self.engagement.add(key, now_ms=now, carts=it.credit)
+                else:
+                    self._learn(self.buy_scaler, self.buy, x, True, it.credit)
+                    for key in (pkey, qkey):
+                        self.engagement.add(key, now_ms=now, purchases=it.credit, revenue=it.value, margin=it.margin)
+            self.updates += 1
+
+    @staticmethod
+    def _learn(scaler: Any, model: Any, x: dict[str, float], y: bool, weight: float) -> None:
+        scaler.learn_one(x)
+        model.learn_one(scaler.transform_one(x), y, w=weight)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        """Write the models atomically (engagement lives in its own store)."""
+        with self._lock:
+            blob = pickle.dumps({
+                "name": self.name, "updates": self.updates, "click": (self.click_scaler, self.click),
+                "buy": (self.buy_scaler, self.buy), "propensity": self.propensity.state(),
+                "rng": self.rng.getstate(),
+            })
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path, config: RankerConfig, engagement: Engagement) -> OnlineRanker:
+        state = pickle.loads(path.read_bytes())  # noqa: S301 - our own checkpoint, written by save()
+        ranker = cls(config, engagement, name=state["name"])
+        ranker.updates = state["updates"]
+        ranker.click_scaler, ranker.click = state["click"]
+        ranker.buy_scaler, ranker.buy = state["buy"]
+        ranker.propensity.impressions = dict(state["propensity"]["impressions"])
+        ranker.propensity.clicks = dict(state["propensity"]["clicks"])
+        ranker.rng.setstate(state["rng"])
+        return ranker

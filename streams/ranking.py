@@ -1,0 +1,115 @@
+"""The worker's online rankers, one per tenant: built lazily, fed by the learning agent, read by search,
+checkpointed to disk and restored at start-up.
+
+Engagement counters live in the learning agent's Faust table (keys ``eng|<tenant>|…``), so they are
+rebuilt from its changelog like the analytics totals; the River models live in a checkpoint file
+per tenant under the data directory, written atomically every few seconds and on shutdown. Models
+learn from interactions the learning agent has deduplicated, so a replay after a crash is not
+learned twice; what was learned after the last checkpoint and before a crash is relearned only if
+its offsets were not yet committed (the checkpoint interval bounds what an online model can forget).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from models.ranker import Engagement, Objective, OnlineRanker, RankerConfig
+from schemas import AttributedInteraction
+from streams.settings import Settings
+
+__all__ = ["RankerHub"]
+
+log = logging.getLogger(__name__)
+
+
+class _TenantView(MutableMapping[str, list[float]]):
+    """One tenant's slice of a shared table, under a key prefix."""
+
+    def __init__(self, table: Any, prefix: str) -> None:
+        self.table, self.prefix = table, prefix
+
+    def __getitem__(self, key: str) -> list[float]:
+        value = self.table.get(self.prefix + key)
+        if value is None:
+            raise KeyError(key)
+        return value  # type: ignore[no-any-return]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.table.get(self.prefix + key)
+        return default if value is None else value
+
+    def __setitem__(self, key: str, value: list[float]) -> None:
+        self.table[self.prefix + key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[self.prefix + key]
+
+    def __iter__(self) -> Iterator[str]:
+        n = len(self.prefix)
+        return (k[n:] for k in list(self.table.keys()) if k.startswith(self.prefix))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class RankerHub:
+    def __init__(self, settings: Settings, table: Any) -> None:
+        self.settings = settings.ranker
+        self.tenants = frozenset(settings.tenants)
+        self.table = table
+        self.dir = settings.worker.data_dir / "rankers" / settings.worker.app_id
+        self._rankers: dict[str, OnlineRanker] = {}
+        self._saved_at: dict[str, int] = {}
+
+    def config_for(self, tenant: str) -> RankerConfig:
+        return RankerConfig(
+            objective=Objective.parse(self.settings.objective_for(tenant)),
+            explore_slots=self.settings.slots(),
+            warmup=self.settings.warmup,
+            seed=hash(tenant) & 0xFFFF,
+        )
+
+    def path(self, tenant: str) -> Path:
+        return self.dir / f"{tenant}.ranker"
+
+    def get(self, tenant: str) -> OnlineRanker | None:
+        """The tenant's ranker (restored from its checkpoint the first time), or None if disabled."""
+        if not self.settings.enabled or tenant not in self.tenants:
+            return None
+        ranker = self._rankers.get(tenant)
+        if ranker is None:
+            engagement = Engagement(_TenantView(self.table, f"eng|{tenant}|"),
+                                    half_life_ms=self.settings.half_life_days * 86_400_000)
+            path = self.path(tenant)
+            config = self.config_for(tenant)
+            try:
+                ranker = OnlineRanker.load(path, config, engagement) if path.exists() else None
+            except Exception:  # noqa: BLE001 - a damaged checkpoint costs the model, not the worker
+                log.exception("could not restore the ranker of %s from %s; starting afresh", tenant, path)
+                ranker = None
+            ranker = ranker or OnlineRanker(config, engagement)
+            self._rankers[tenant] = ranker
+            self._saved_at[tenant] = ranker.updates
+        return ranker
+
+    def learn(self, interactions: list[AttributedInteraction]) -> None:
+        for it in interactions:
+            ranker = self.get(it.tenant)
+            if ranker is not None:
+                ranker.learn(it)
+
+    def checkpoint(self) -> int:
+        """Save every ranker that learned since its last save; how many were saved."""
+        saved = 0
+        for tenant, ranker in list(self._rankers.items()):
+            if ranker.updates != self._saved_at.get(tenant):
+                ranker.save(self.path(tenant))
+                self._saved_at[tenant] = ranker.updates
+                saved += 1
+        return saved
+
+    def versions(self) -> dict[str, str]:
+        return {t: r.version for t, r in self._rankers.items()}

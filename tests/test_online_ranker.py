@@ -1,0 +1,137 @@
+"""The online ranker on its own: learning, objectives, exploration, position bias, checkpoints."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models.ranker import Engagement, Objective, OnlineRanker, Propensity, RankerConfig
+from schemas import AttributedInteraction, LoggedItem
+
+NOW = 1_700_000_000_000
+DAY = 86_400_000
+
+
+@dataclass
+class FakeHit:
+    product_id: str
+    score: float
+    scores: dict[str, float] = field(default_factory=dict)
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+def _hits(n: int = 12, *, price: float = 20.0) -> list[FakeHit]:
+    return [FakeHit(f"p{i}", 1.0 / (60 + i), {"dense": 0.5 - i * 0.01, "fused": 1.0 / (60 + i)},
+                    {"product_id": f"p{i}", "price": price, "margin": 0.3, "created_at": NOW - 100 * DAY})
+            for i in range(n)]
+
+
+def _impression(ranker: OnlineRanker, ranked: list[Any], sid: str, ts: int, query: str = "shoes") -> None:
+    ranker.learn(AttributedInteraction(
+        interaction_id=f"{sid}:i", tenant="demo", search_id=sid, query=query, outcome="impression",
+        items=[LoggedItem(product_id=r.hit.product_id, position=i, features=r.features, explored=r.explored)
+               for i, r in enumerate(ranked[:10])], event_ts=ts, search_ts=ts))
+
+
+def _outcome(ranker: OnlineRanker, r: Any, pos: int, outcome: str, sid: str, ts: int, value: float = 0.0,
+             query: str = "shoes") -> None:
+    ranker.learn(AttributedInteraction(
+        interaction_id=f"{sid}:{outcome}", tenant="demo", search_id=sid, query=query, outcome=outcome,  # type: ignore[arg-type]
+        product_id=r.hit.product_id, position=pos, features=r.features, explored=r.explored, value=value,
+        currency="EUR", event_ts=ts, search_ts=ts))
+
+
+def _simulate(ranker: OnlineRanker, hits: list[FakeHit], good: set[str], rounds: int, seed: int = 1) -> None:
+    rng = random.Random(seed)
+    for k in range(rounds):
+        ts = NOW + k * 1000
+        ranked = ranker.rank("shoes", hits, now_ms=ts, page_size=10)
+        _impression(ranker, ranked, f"s{k}", ts)
+        for pos, r in enumerate(ranked[:10]):
+            examine = 1.0 / (1 + pos) ** 0.7
+            relevant = 0.5 if r.hit.product_id in good else 0.03
+            if rng.random() < examine * relevant:
+                _outcome(ranker, r, pos, "click", f"s{k}", ts)
+                if r.hit.product_id in good and rng.random() < 0.5:
+                    _outcome(ranker, r, pos, "purchase", f"s{k}", ts, value=20.0)
+
+
+def test_learning_moves_the_product_shoppers_buy_to_the_top() -> None:
+    ranker = OnlineRanker(RankerConfig(warmup=50, explore_slots=(5,)), Engagement({}))
+    hits = _hits()
+    before = [r.hit.product_id for r in ranker.rank("shoes", hits, now_ms=NOW, page_size=10, explore=False)]
+    assert before[:3] == ["p0", "p1", "p2"]  # cold: the hybrid order stands
+    _simulate(ranker, hits, good={"p9"}, rounds=400)
+    after = [r.hit.product_id for r in ranker.rank("shoes", hits, now_ms=NOW + 500_000, page_size=10, explore=False)]
+    assert after.index("p9") <= 1, after
+    assert ranker.version.endswith(str(ranker.updates)) and ranker.updates > 400
+
+
+def test_the_objective_decides_between_cheap_high_margin_and_expensive() -> None:
+    hits = _hits(2)
+    hits[0].payload.update(price=100.0, margin=0.6)  # margin 60
+    hits[1].payload.update(price=200.0, margin=0.05)  # margin 10
+    orders = {}
+    for name, objective in {"revenue": Objective(0, 1, 0), "margin": Objective(0, 0, 1)}.items():
+        ranker = OnlineRanker(RankerConfig(objective=objective, warmup=0, explore_slots=()), Engagement({}))
+        orders[name] = [r.hit.product_id for r in ranker.rank("x", hits, now_ms=NOW, page_size=2)]
+    # Same (untrained) purchase probabilities: the objective alone decides.
+    assert orders == {"revenue": ["p1", "p0"], "margin": ["p0", "p1"]}
+
+
+def test_a_new_product_gets_explored_and_earns_its_place() -> None:
+    ranker = OnlineRanker(RankerConfig(warmup=50, explore_slots=(3, 6), seed=4), Engagement({}))
+    hits = _hits(30)
+    newcomer = hits[-1]
+    newcomer.payload["created_at"] = NOW
+    _simulate(ranker, hits, good={"p29"}, rounds=600, seed=3)
+    final = ranker.rank("shoes", hits, now_ms=NOW + 700_000, page_size=10, explore=False)
+    assert [r.hit.product_id for r in final].index("p29") < 3
+    assert final[[r.hit.product_id for r in final].index("p29")].features["is_new"] == 1.0
+
+
+def test_checkpoint_round_trip_gives_identical_scores(tmp_path: Path) -> None:
+    store: dict[str, list[float]] = {}
+    ranker = OnlineRanker(RankerConfig(warmup=10, explore_slots=()), Engagement(store))
+    hits = _hits()
+    _simulate(ranker, hits, good={"p4"}, rounds=100)
+    ranker.save(tmp_path / "r.pkl")
+    again = OnlineRanker.load(tmp_path / "r.pkl", RankerConfig(warmup=10, explore_slots=()), Engagement(store))
+    a = [(r.hit.product_id, r.value) for r in ranker.rank("shoes", hits, now_ms=NOW, page_size=10)]
+    b = [(r.hit.product_id, r.value) for r in again.rank("shoes", hits, now_ms=NOW, page_size=10)]
+    assert a == b and again.version == ranker.version
+
+
+def test_propensity_from_randomised_slots_recovers_the_examination_curve() -> None:
+    truth = {3: 0.6, 5: 0.4, 8: 0.2}
+    p = Propensity(tuple(truth))
+    rng = random.Random(9)
+    for _ in range(20_000):
+        for slot, examine in truth.items():
+            p.shown(slot, explored=True)
+            if rng.random() < examine * 0.2:  # same relevance in every slot: the slots are randomised
+                p.clicked(slot, explored=True)
+    for slot, examine in truth.items():
+        assert p(slot) / p(3) == pytest.approx(examine / truth[3], rel=0.15)
+    assert p(0) == 1.0 and p(9) <= p(8)
+
+
+def test_engagement_halves_at_the_half_life() -> None:
+    e = Engagement({}, half_life_ms=DAY)
+    e.add("p|x", now_ms=NOW, examined=10, clicks=4)
+    assert e.record("p|x", NOW + DAY)[1] == pytest.approx(2.0)
+
+
+def test_bad_feature_values_are_neutral_not_fatal() -> None:
+    ranker = OnlineRanker(RankerConfig(warmup=0), Engagement({}))
+    ranker.learn(AttributedInteraction(
+        interaction_id="x", tenant="demo", search_id="s", query="q", outcome="click", product_id="p", position=0,
+        features={"dense": math.inf, "bm25": math.nan, "unknown": 3.0}, event_ts=NOW, search_ts=NOW))
+    hits = [FakeHit("p", 0.1, {"dense": math.nan}, {"product_id": "p", "price": "n/a"})]
+    (only,) = ranker.rank("q", hits, now_ms=NOW, page_size=1)
+    assert math.isfinite(only.value)
