@@ -40,6 +40,7 @@ def _payload(u: CatalogueUpdate, model_version: str, digest: str) -> dict[str, A
         "stock": u.stock,
         "in_stock": 1 if (u.stock is None or u.stock > 0) else 0,
         "updated_at": u.updated_at,
+        "created_at": u.created_at,
         "content_hash": digest,
         "model_version": model_version,
     }

@@ -25,6 +25,9 @@ class CatalogueUpdate(Record):
     tenant: TenantId
     product_id: Identifier
     updated_at: int = Field(ge=0, description="Version of this product state (epoch ms); newest wins.")
+    created_at: int | None = Field(
+        default=None, ge=0, description="When the product was launched (epoch ms): its age, and whether it is new."
+    )
     title: str | None = Field(default=None, min_length=1, max_length=1000)
     description: str | None = Field(default=None, max_length=20_000)
     category_path: list[str] | None = Field(default=None, max_length=16, description="Root first.")

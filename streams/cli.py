@@ -362,6 +362,9 @@ def main(argv: list[str] | None = None) -> None:
     from streams.cli_rules import rules
 
     cli.add_command(rules)
+    from streams.simulate import simulate
+
+    cli.add_command(simulate)
     try:
         cli.main(args=argv, prog_name="shoprank", standalone_mode=False)
     except click.UsageError as exc:
