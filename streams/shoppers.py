@@ -9,8 +9,12 @@ Every product also has a hidden *appeal* in [0, 1] (how well it sells once seen:
 value), drawn from a hash of its id, which no ranking feature can see; shoppers:
 
 - examine rank ``r`` with probability ``1 / (1 + r) ** 0.8`` (position bias) and stop after a purchase;
-- click an examined product with probability ``relevance × (0.25 + 0.5 × appeal)``, plus 0.02 noise;
-- after a click, add to cart with probability ``0.3 + 0.5 × appeal`` (relevant) and buy 70% of carts.
+- click an examined product with probability ``relevance × (0.1 + 0.5 × appeal)``, plus 0.01 noise;
+- after a click, add to cart with probability ``relevance × (0.05 + 0.45 × appeal)`` and buy 60% of carts.
+
+Calibrated to the shape of real shop search: about half of searches get a click and roughly one in
+eight ends in a purchase (published e-commerce search conversion is mostly 2-15%), most of it on a
+minority of products; the earlier, more generous setting (40% conversion) left ranking little to win.
 
 So a ranker that learns which relevant products convert beats the static order, and new products
 (launched during the run, with no history) must be explored to be found.
@@ -83,12 +87,12 @@ def react(world: World, query: Query, items: Iterable[RankedItem], rng: random.R
             continue
         rel = query.relevance.get(item.product_id, 0.0)
         appeal = world.appeal.get(item.product_id, 0.0)
-        if rng.random() >= rel * (0.25 + 0.5 * appeal) + 0.02:
+        if rng.random() >= rel * (0.1 + 0.5 * appeal) + 0.01:
             continue
         out.clicks.append((item.rank, item.product_id))
-        if rel > 0 and rng.random() < 0.3 + 0.5 * appeal:
+        if rng.random() < rel * (0.05 + 0.45 * appeal):
             out.carts.append((item.rank, item.product_id))
-            if rng.random() < 0.7:
+            if rng.random() < 0.6:
                 out.purchases.append((item.rank, item.product_id))
                 break
     return out
