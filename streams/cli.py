@@ -365,6 +365,9 @@ def main(argv: list[str] | None = None) -> None:
     from streams.simulate import simulate
 
     cli.add_command(simulate)
+    from streams.cli_analytics import analytics
+
+    cli.add_command(analytics)
     try:
         cli.main(args=argv, prog_name="shoprank", standalone_mode=False)
     except click.UsageError as exc:

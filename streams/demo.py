@@ -39,11 +39,13 @@ EXAMPLE_QUERIES = ("pruning shears", "organic cotton teddy bear", "waterproof ja
               help="Shopper events to stream after the searches (0 to skip).")
 @click.option("--catalogue", "catalogue_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Catalogue JSON lines to index instead of the 2,000 synthetic products.")
+@click.option("--learn-events", type=click.IntRange(0, 1_000_000), default=6_000, show_default=True,
+              help="Simulated shopper events to run through the learning loop at the end (0 to skip).")
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True, help="Seconds to wait.")
 @click.pass_context
-def demo(ctx: click.Context, queries: tuple[str, ...], events: int, catalogue_file: Path | None, seed: int,
-         timeout: float) -> None:
+def demo(ctx: click.Context, queries: tuple[str, ...], events: int, catalogue_file: Path | None, learn_events: int,
+         seed: int, timeout: float) -> None:
     """Index the sample catalogue, answer QUERIES (or prompt), stream shopper events."""
     from models.export import export_base_model
     from schemas import DecodeError
@@ -59,7 +61,7 @@ def demo(ctx: click.Context, queries: tuple[str, ...], events: int, catalogue_fi
         manifest = export_base_model(settings.models.embedder_dir)
     console.print(f"[bold]model[/] {manifest.version} in {settings.models.embedder_dir}")
     bootstrap, broker = resolve_bootstrap(settings.kafka, start_embedded=True)
-    tenants = ("demo", "acme")
+    tenants = ("demo", "acme", "sim")
     try:
         console.print(f"[bold]broker[/] {bootstrap}" + (" (embedded, memory only)" if broker else ""))
         prefix = settings.kafka.topic_prefix
@@ -76,7 +78,8 @@ def demo(ctx: click.Context, queries: tuple[str, ...], events: int, catalogue_fi
             log_path=run_dir / "worker.log",
             extra_env={"SHOPRANK_STORE_DIR": str(run_dir / f"index-{int(time.time())}"),
                        "SHOPRANK_MODELS_DIR": str(settings.models.dir),
-                       "SHOPRANK_MODELS_EMBEDDER": settings.models.embedder},
+                       "SHOPRANK_MODELS_EMBEDDER": settings.models.embedder,
+                       "SHOPRANK_RANKER_CONTROL_SHARE": "0.5"},
         )
         with console.status("starting worker (joins its consumer group, loads the model)…"):
             worker.start()
@@ -85,7 +88,9 @@ def demo(ctx: click.Context, queries: tuple[str, ...], events: int, catalogue_fi
             _index(console, worker, bootstrap, settings.topic("catalogue"), catalogue, timeout)
             _answer(console, worker, queries)
             if events:
-                _pixel(console, worker, bootstrap, settings.topic("pixel"), events, seed, tenants, timeout)
+                _pixel(console, worker, bootstrap, settings.topic("pixel"), events, seed, tenants[:2], timeout)
+            if learn_events:
+                _learning(console, worker, bootstrap, prefix, learn_events, seed, timeout)
         finally:
             with console.status("stopping worker…"):
                 worker.stop()
@@ -174,3 +179,26 @@ def _pixel(console: Console, worker: WorkerProcess, bootstrap: str, topic: str, 
               f"(expected {expected['valid']}), {sum(dead.values())} dead-lettered with reasons")
     if valid != expected["valid"]:
         raise click.ClickException(f"counted {valid} valid events, expected {expected['valid']}")
+
+
+def _learning(console: Console, worker: WorkerProcess, bootstrap: str, prefix: str, n: int, seed: int,
+              timeout: float) -> None:
+    """Simulated shoppers (tenant ``sim``) search, click and buy; the learning ranker vs the static control."""
+    from streams.shoppers import generated_world
+    from streams.simulate import render, run_simulation
+
+    world = generated_world(1_200, seed=seed, tenant="sim", now_ms=int(time.time() * 1000))
+    console.print(f"[bold]learning loop[/]: {len(world.catalogue):,} products for shop 'sim', shoppers with hidden "
+                  "tastes; half the sessions see the learning ranker, half the static hybrid order")
+    _index(console, worker, bootstrap, f"{prefix}shoprank.catalogue", world.catalogue, timeout)
+    window = max(500, n // 6)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("shoppers searching, clicking, buying", total=n)
+        report = asyncio.run(run_simulation(world, bootstrap, prefix, events=n, window=window, seed=seed,
+                                            progress=lambda done: progress.update(task, completed=done)))
+    out = Console()
+    out.print(render(report, out, window))
+    summary = worker.get("/v1/analytics/sim")
+    out.print(f"worker's attributed analytics for 'sim': conversion lift {summary.get('conversion_lift')}, "
+              f"revenue per search lift {summary.get('revenue_per_search_lift')}, query coverage "
+              f"{summary.get('query_coverage')} — run `shoprank simulate` for a longer race")

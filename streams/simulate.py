@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import orjson
 from rich.console import Console
 from rich.table import Table
 
@@ -204,9 +205,11 @@ def plot(report: SimulationReport, window: int, path: Path, title: str) -> None:
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a PNG of conversion and revenue per search over time.")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the per-window figures as JSON (bench/bench_simulate.py reads them).")
 @click.pass_context
 def simulate(ctx: click.Context, data: str, labelled_dir: Path, events: int, window: int, products: int,
-             concurrency: int, seed: int, plot_path: Path | None) -> None:
+             concurrency: int, seed: int, plot_path: Path | None, json_out: Path | None) -> None:
     """Simulated shoppers against a fresh worker: learning ranker vs static control, live."""
     from models.export import export_base_model
     from streams.broker import resolve_bootstrap
@@ -269,3 +272,10 @@ def simulate(ctx: click.Context, data: str, labelled_dir: Path, events: int, win
     if plot_path:
         plot(report, window, plot_path, f"shoprank simulate ({data}, {report.events:,} events)")
         out.print(f"plot: {plot_path}")
+    if json_out:
+        json_out.write_bytes(orjson.dumps({
+            "data": data, "events": report.events, "seconds": report.seconds, "window": window,
+            "products": len(world.catalogue), "queries": len(world.queries),
+            "windows": [{b: vars(w) for b, w in ws.items()} for ws in report.windows],
+            "worker_analytics": learned,
+        }))

@@ -62,3 +62,16 @@ def test_simulation_drives_both_buckets_through_attribution(broker: EmbeddedBrok
         assert time.monotonic() < deadline, (shown, learning, control)
         time.sleep(0.5)
     assert buckets["learning"]["clicks"] == learning.clicks and buckets["control"]["clicks"] == control.clicks
+    from tests.conftest import run_cli
+
+    res = run_cli("analytics", "--tenant", "sim", "--url", worker.url)
+    assert res.returncode == 0, res.stderr
+    assert "conversion lift" in res.stdout and "searches shown" in res.stdout
+
+
+def test_analytics_cli_errors_are_one_line() -> None:
+    from tests.conftest import run_cli
+
+    res = run_cli("analytics", "--tenant", "demo", "--url", "http://127.0.0.1:1")
+    assert res.returncode == 1 and res.stderr.startswith("shoprank: no worker answers at http://127.0.0.1:1")
+    assert len(res.stderr.strip().splitlines()) == 1
