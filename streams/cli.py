@@ -368,6 +368,9 @@ def main(argv: list[str] | None = None) -> None:
     from streams.cli_analytics import analytics
 
     cli.add_command(analytics)
+    from streams.cli_keys import keys
+
+    cli.add_command(keys)
     try:
         cli.main(args=argv, prog_name="shoprank", standalone_mode=False)
     except click.UsageError as exc:

@@ -23,9 +23,12 @@ _ROWS = (
 @click.option("--tenant", required=True, help="The shop.")
 @click.option("--url", default="http://127.0.0.1:6066", show_default=True, help="A worker's HTTP address.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
-def analytics(tenant: str, url: str, as_json: bool) -> None:
+@click.option("--key", envvar="SHOPRANK_READ_KEY", default=None,
+              help="The tenant's read key (sr_sk_…), where workers require one; env SHOPRANK_READ_KEY.")
+def analytics(tenant: str, url: str, as_json: bool, key: str | None) -> None:
     """Conversion against the control bucket, revenue per search, new products, query coverage."""
-    status, body = http_json(f"{url.rstrip('/')}/v1/analytics/{tenant}", timeout_s=5)
+    headers = {"Authorization": f"Bearer {key}"} if key else None
+    status, body = http_json(f"{url.rstrip('/')}/v1/analytics/{tenant}", timeout_s=5, headers=headers)
     if status == 0:
         raise click.ClickException(f"no worker answers at {url}: start one with `shoprank worker` or pass --url")
     if status != 200:

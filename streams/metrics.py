@@ -55,6 +55,12 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 EVENTS = Counter(
     "shoprank_agent_events", "Messages taken from Kafka per agent (good and bad alike)", ["agent"], registry=REGISTRY
 )
+COLLECTOR_ACCEPTED = Counter(
+    "shoprank_collector_events_accepted", "Pixel events the collector published", ["tenant"], registry=REGISTRY
+)
+COLLECTOR_REFUSED = Counter(
+    "shoprank_collector_requests_refused", "Collector requests refused, by reason", ["reason"], registry=REGISTRY
+)
 DEAD_LETTERS = Counter(
     "shoprank_dead_letters", "Messages routed to the dead-letter topic, by agent and reason", ["agent", "reason"],
     registry=REGISTRY,

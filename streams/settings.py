@@ -17,6 +17,7 @@ __all__ = [
     "KafkaSettings",
     "WorkerSettings",
     "PixelSettings",
+    "SecuritySettings",
     "ModelSettings",
     "StoreSettings",
     "load_settings",
@@ -92,6 +93,33 @@ class PixelSettings(_Section):
     )
     dedupe_window_s: float = Field(
         default=86_400.0, gt=0, description="SHOPRANK_PIXEL_DEDUPE_WINDOW_S: how long event ids are remembered."
+    )
+
+
+class SecuritySettings(_Section):
+    """Keys, origins and limits at the HTTP edge (streams.keys, streams.collector)."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOPRANK_SECURITY_", frozen=True, extra="ignore")
+
+    keys_file: Path | None = Field(
+        default=None,
+        description="SHOPRANK_SECURITY_KEYS_FILE: hashed API keys (`shoprank keys`). Unset: DATA_DIR/keys.json.",
+    )
+    max_request_bytes: int = Field(
+        default=64 * 1024, gt=0, description="SHOPRANK_SECURITY_MAX_REQUEST_BYTES: largest POST /v1/events body."
+    )
+    max_events_per_request: int = Field(
+        default=100, ge=1, description="SHOPRANK_SECURITY_MAX_EVENTS_PER_REQUEST."
+    )
+    # Per write key and worker. A public key is shared by every visitor of a shop, so this bounds a
+    # shop's whole traffic to one worker: size it to the shop, not to one browser.
+    rate_per_key_per_s: float = Field(
+        default=200.0, gt=0, description="SHOPRANK_SECURITY_RATE_PER_KEY_PER_S: collector requests per second."
+    )
+    rate_burst: float = Field(default=400.0, ge=1, description="SHOPRANK_SECURITY_RATE_BURST.")
+    require_read_key: bool = Field(
+        default=False,
+        description="SHOPRANK_SECURITY_REQUIRE_READ_KEY: analytics need a tenant's secret read key (on in docker/).",
     )
 
 
@@ -198,6 +226,7 @@ class Settings(_Section):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     pixel: PixelSettings = Field(default_factory=PixelSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     attribution: AttributionSettings = Field(default_factory=AttributionSettings)
     ranker: RankerSettings = Field(default_factory=RankerSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
@@ -209,6 +238,10 @@ class Settings(_Section):
         if isinstance(value, str):
             return tuple(t.strip() for t in value.split(",") if t.strip())
         return value
+
+    @property
+    def keys_file(self) -> Path:
+        return self.security.keys_file or self.worker.data_dir / "keys.json"
 
     def topic(self, name: str) -> str:
         """Broker-side name of a logical topic (``pixel`` → ``shoprank.pixel``, with the prefix)."""

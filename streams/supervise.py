@@ -35,10 +35,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http_json(url: str, timeout_s: float = 2.0) -> tuple[int, Any]:
+def http_json(url: str, timeout_s: float = 2.0, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     """GET ``url``; (status, parsed JSON body). Connection failures give status 0."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - loopback URLs we build
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout_s) as resp:  # noqa: S310 - loopback URLs we build
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         body = exc.read()

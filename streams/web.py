@@ -10,19 +10,73 @@ from faust import web
 
 from schemas import DecodeError, SearchRequest, SearchResult, encode, validate
 from streams import metrics
+from streams.collector import Collector, CollectorError
 from streams.kafka import broker_answers
+from streams.keys import KeyRing
+from streams.pixel_js import pixel_etag, pixel_minified
 from streams.search import request_error_code
 
 if TYPE_CHECKING:
     from streams.app import ShoprankApp
 
-__all__ = ["register_views", "openapi_document"]
+__all__ = ["openapi_document", "register_views"]
 
 _MAX_BODY = 64 * 1024
 
 
 def register_views(shop: ShoprankApp) -> None:
     app = shop.faust
+    keys = KeyRing(shop.settings.keys_file)
+    collector = Collector(shop.settings, keys)
+    pixel_topic = app.topic(
+        shop.settings.topic("pixel"), key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+    def cors(request: web.Request) -> dict[str, str]:
+        # Echo the origin: the collector itself decides, per key, which origins may write.
+        origin = request.headers.get("Origin")
+        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin else {}
+
+    @app.page("/v1/events")
+    class EventsView(web.View):
+        """The pixel's collector: POST {"key": "sr_pk_…", "events": [...]}; 202, or a 4xx naming each bad event."""
+
+        async def options(self, request: web.Request) -> web.Response:
+            headers = {**cors(request), "Access-Control-Allow-Methods": "POST",
+                       "Access-Control-Allow-Headers": "Content-Type, X-Shoprank-Key", "Access-Control-Max-Age": "600"}
+            return self.bytes(b"", status=204, headers=headers)
+
+        async def post(self, request: web.Request) -> web.Response:
+            raw = await request.read()
+            try:
+                admitted = collector.admit(raw, origin=request.headers.get("Origin"),
+                                           header_key=request.headers.get("X-Shoprank-Key"))
+            except CollectorError as err:
+                metrics.COLLECTOR_REFUSED.labels(err.code).inc()
+                headers = cors(request)
+                if err.retry_after_s is not None:
+                    headers["Retry-After"] = str(max(1, round(err.retry_after_s)))
+                return self.json(err.body(), status=err.status, headers=headers)
+            # Acknowledge only what the broker has acknowledged: the pixel retries anything else.
+            try:
+                pending = [await pixel_topic.send(key=k, value=v) for k, v in admitted.records]
+                for fut in pending:
+                    await fut
+            except Exception as exc:  # noqa: BLE001 - the broker is away: 503 so the pixel retries
+                metrics.COLLECTOR_REFUSED.labels("broker_unavailable").inc()
+                return self.json({"error": "broker_unavailable", "message": f"retry later ({type(exc).__name__})"},
+                                 status=503, headers={**cors(request), "Retry-After": "2"})
+            metrics.COLLECTOR_ACCEPTED.labels(admitted.key.tenant).inc(len(admitted.records))
+            return self.json({"accepted": len(admitted.records)}, status=202, headers=cors(request))
+
+    @app.page("/v1/pixel.js")
+    async def pixel_js(view: web.View, request: web.Request) -> web.Response:
+        """The pixel, minified (under 5 KB); cached by ETag."""
+        etag = pixel_etag()
+        headers = {"ETag": etag, "Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"}
+        if request.headers.get("If-None-Match") == etag:
+            return view.bytes(b"", status=304, headers=headers)
+        return view.bytes(pixel_minified(), content_type="application/javascript", headers=headers)
 
     @app.page("/healthz")
     async def healthz(view: web.View, request: web.Request) -> web.Response:
@@ -48,25 +102,34 @@ def register_views(shop: ShoprankApp) -> None:
         async def get(self, request: web.Request) -> web.Response:
             return self.json({"error": "method_not_allowed", "message": "POST a JSON search request"}, status=405)
 
+        async def options(self, request: web.Request) -> web.Response:
+            # Shop pages may search from the browser: any origin, JSON body (a CORS preflight).
+            headers = {**cors(request), "Access-Control-Allow-Methods": "POST",
+                       "Access-Control-Allow-Headers": "Content-Type", "Access-Control-Max-Age": "600"}
+            return self.bytes(b"", status=204, headers=headers)
+
         async def post(self, request: web.Request) -> web.Response:
+            hdr = cors(request)
             raw = await request.read()
             if len(raw) > _MAX_BODY:
-                return self.json({"error": "payload_too_large", "message": f"at most {_MAX_BODY} bytes"}, status=413)
+                too_big = {"error": "payload_too_large", "message": f"at most {_MAX_BODY} bytes"}
+                return self.json(too_big, status=413, headers=hdr)
             try:
                 body = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
-                return self.json({"error": "invalid_json", "message": str(exc)}, status=400)
+                return self.json({"error": "invalid_json", "message": str(exc)}, status=400, headers=hdr)
             if isinstance(body, dict):
                 body.setdefault("request_id", uuid.uuid4().hex)
             try:
                 req = validate(SearchRequest, body)
             except DecodeError as err:
-                return self.json({"error": request_error_code(err), "message": err.detail}, status=422)
+                return self.json({"error": request_error_code(err), "message": err.detail}, status=422, headers=hdr)
             result = await shop.search.answer(req)
             if result.error:
                 status = {"unknown_tenant": 404, "internal_error": 503}.get(result.error.code, 422)
-                return self.json({"error": result.error.code, "message": result.error.message}, status=status)
-            return self.bytes(encode(result), content_type="application/json")
+                failed = {"error": result.error.code, "message": result.error.message}
+                return self.json(failed, status=status, headers=hdr)
+            return self.bytes(encode(result), content_type="application/json", headers=hdr)
 
     @app.page("/openapi.json")
     async def openapi(view: web.View, request: web.Request) -> web.Response:
@@ -86,6 +149,15 @@ def register_views(shop: ShoprankApp) -> None:
         if tenant not in shop.settings.tenants:
             return view.json({"error": {"code": "unknown_tenant", "message": f"tenant {tenant!r} is not served here"}},
                              status=404)
+        if shop.settings.security.require_read_key:
+            auth = request.headers.get("Authorization", "")
+            key = keys.lookup(auth.removeprefix("Bearer ").strip() or None, "read")
+            if key is None:
+                return view.json({"error": {"code": "invalid_key", "message": "send Authorization: Bearer sr_sk_…"}},
+                                 status=401)
+            if key.tenant != tenant:
+                return view.json({"error": {"code": "forbidden", "message": "this key reads another tenant"}},
+                                 status=403)
         return view.json({"tenant": tenant, **analytics_summary(shop, tenant)})
 
     @app.page("/v1/stats/rules")
