@@ -6,6 +6,7 @@ from schemas.deadletter import DeadLetter
 from schemas.exceptions import DecodeError, RejectReason, ShoprankError
 from schemas.interactions import OUTCOMES, AttributedInteraction, LoggedItem, Outcome, SearchLog
 from schemas.pixel import EVENT_TYPES, EventType, PixelEvent
+from schemas.privacy import ForgetUser
 from schemas.rules import MerchandisingRule, RuleTarget
 from schemas.search import RankedItem, SearchError, SearchFilters, SearchRequest, SearchResult
 from schemas.topics import TOPICS, TopicSpec, topic_spec
@@ -29,6 +30,7 @@ __all__ = [
     "LoggedItem",
     "Outcome",
     "SearchLog",
+    "ForgetUser",
     "MerchandisingRule",
     "RuleTarget",
     "RankedItem",

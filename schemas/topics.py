@@ -11,13 +11,15 @@ from schemas.catalogue import CatalogueUpdate
 from schemas.deadletter import DeadLetter
 from schemas.interactions import AttributedInteraction, SearchLog
 from schemas.pixel import PixelEvent
+from schemas.privacy import ForgetUser
 from schemas.rules import MerchandisingRule
 from schemas.search import SearchRequest, SearchResult
 
 __all__ = ["TopicSpec", "TOPICS", "TopicName", "topic_spec"]
 
 TopicName = Literal[
-    "catalogue", "search-requests", "search-results", "pixel", "searches", "interactions", "rules", "dead-letters"
+    "catalogue", "search-requests", "search-results", "pixel", "searches", "interactions", "rules", "privacy",
+    "dead-letters",
 ]
 
 
@@ -79,6 +81,10 @@ TOPICS: dict[TopicName, TopicSpec] = {
         TopicSpec(
             "rules", MerchandisingRule, "tenant:rule_id", _join("tenant", "rule_id"), 1, compacted=True,
             description="Merchandising rules; compacted, the latest version of each rule wins.",
+        ),
+        TopicSpec(
+            "privacy", ForgetUser, "tenant:user_key", _join("tenant", "user_key"), 1, compacted=True,
+            description="Shoppers to forget: every worker drops their events from then on.",
         ),
         TopicSpec(
             "dead-letters", DeadLetter, "source key, or none", lambda v: None, 1,

@@ -12,9 +12,10 @@ from streams.batching import in_thread
 from streams.catalogue import CataloguePipeline
 from streams.learning import LearningPipeline
 from streams.pixel import PixelPipeline
+from streams.privacy import ForgetList
+from streams.ranking import RankerHub
 from streams.resources import Resources
 from streams.rules import RuleBook
-from streams.ranking import RankerHub
 from streams.search import SearchPipeline
 from streams.settings import Settings
 
@@ -35,6 +36,7 @@ class ShoprankApp:
     learning: LearningPipeline
     rules: RuleBook
     rankers: RankerHub
+    forget: ForgetList
 
 
 def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
@@ -69,17 +71,19 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
     # Engagement counters share the learning agent's table (one ordered changelog with the totals).
     hub = RankerHub(settings, learning.state)
     resources = Resources(settings, rules=rules.rules_for, ranker=hub.get)
+    forget = ForgetList(app, settings, bootstrap)  # every tenant's forgotten shoppers, on every worker
     shop = ShoprankApp(
         faust=app,
         settings=settings,
         bootstrap=bootstrap,
         resources=resources,
-        pixel=PixelPipeline(app, settings),
+        pixel=PixelPipeline(app, settings, forget),
         catalogue=CataloguePipeline(app, settings, lambda: resources.indexer),
         search=SearchPipeline(app, settings, lambda: resources.searcher),
         learning=learning,
         rules=rules,
         rankers=hub,
+        forget=forget,
     )
 
     @app.timer(settings.ranker.checkpoint_interval_s, name="ranker-checkpoint")

@@ -207,7 +207,7 @@ def topics(ctx: click.Context, create: bool) -> None:
     settings = _settings(ctx)
     bootstrap = _resolve(settings)
     prefix = settings.kafka.topic_prefix
-    created = asyncio.run(ensure_topics(bootstrap, prefix)) if create else []
+    created = asyncio.run(ensure_topics(bootstrap, prefix, retention_ms=settings.kafka.retention_ms)) if create else []
     names = [spec.full_name(prefix) for spec in TOPICS.values()]
     found = asyncio.run(describe_topics(bootstrap, names))
     table = Table("topic", "key", "partitions", "compacted", "status")
@@ -371,6 +371,9 @@ def main(argv: list[str] | None = None) -> None:
     from streams.cli_keys import keys
 
     cli.add_command(keys)
+    from streams.cli_privacy import forget_user
+
+    cli.add_command(forget_user)
     try:
         cli.main(args=argv, prog_name="shoprank", standalone_mode=False)
     except click.UsageError as exc:

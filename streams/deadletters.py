@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -14,7 +15,7 @@ from schemas import DeadLetter, RejectReason, encode
 from streams import metrics
 from streams.settings import Settings
 
-__all__ = ["DeadLetterSink", "salvage"]
+__all__ = ["DeadLetterSink", "RecordOrigin", "record_origin", "salvage"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,24 @@ def salvage(raw: bytes | None, *fields: str) -> dict[str, str]:
     if not isinstance(obj, dict):
         return {}
     return {f: v for f in fields if isinstance(v := obj.get(f), str) and 0 < len(v) <= 128}
+
+
+@dataclass
+class RecordOrigin:
+    """What :class:`DeadLetterSink` reads from a Faust message, built from a plain aiokafka record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: float | None  # seconds, as Faust's
+
+
+def record_origin(rec: Any) -> RecordOrigin:
+    """A dead-letterable origin for a record read by a plain aiokafka consumer."""
+    ts = rec.timestamp / 1000 if rec.timestamp is not None else None
+    return RecordOrigin(rec.topic, rec.partition, rec.offset, rec.key, rec.value, ts)
 
 
 class DeadLetterSink:
@@ -77,7 +96,7 @@ class DeadLetterSink:
         log.info("dead letter from %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
         try:
             await self.topic.send(key=key[:1024] if key else None, value=encode(letter))
-        except Exception:  # noqa: BLE001 - the worker must go on; the log names the message's origin
+        except Exception:
             self.counts["dead_letter_send_failed"] += 1
             log.exception(
                 "could not dead-letter %s[%d]@%d (%s); the original stays at that offset",

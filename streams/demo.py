@@ -65,7 +65,7 @@ def demo(ctx: click.Context, queries: tuple[str, ...], events: int, catalogue_fi
     try:
         console.print(f"[bold]broker[/] {bootstrap}" + (" (embedded, memory only)" if broker else ""))
         prefix = settings.kafka.topic_prefix
-        asyncio.run(ensure_topics(bootstrap, prefix))
+        asyncio.run(ensure_topics(bootstrap, prefix, retention_ms=settings.kafka.retention_ms))
         run_dir = settings.worker.data_dir / "demo"
         run_dir.mkdir(parents=True, exist_ok=True)
         worker = WorkerProcess(

@@ -35,8 +35,20 @@ async def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
             await client.close()
 
 
-async def ensure_topics(bootstrap: str, prefix: str = "", specs: Iterable[TopicSpec] | None = None) -> list[str]:
-    """Create the topics that do not exist yet; return the names created. Safe to call any time."""
+def _topic_configs(spec: TopicSpec, retention_ms: int | None) -> dict[str, str]:
+    if spec.compacted:
+        return {"cleanup.policy": "compact"}
+    return {"retention.ms": str(retention_ms)} if retention_ms is not None else {}
+
+
+async def ensure_topics(
+    bootstrap: str, prefix: str = "", specs: Iterable[TopicSpec] | None = None, retention_ms: int | None = None
+) -> list[str]:
+    """Create the topics that do not exist yet; return the names created. Safe to call any time.
+
+    ``retention_ms`` bounds how long the event topics (every topic not compacted) keep records: they
+    hold pseudonymised shopper data, which a forgotten shopper's must not outlive for long.
+    """
     specs = list(TOPICS.values() if specs is None else specs)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -47,7 +59,7 @@ async def ensure_topics(bootstrap: str, prefix: str = "", specs: Iterable[TopicS
                 s.full_name(prefix),
                 s.partitions,
                 1,
-                topic_configs={"cleanup.policy": "compact"} if s.compacted else {},
+                topic_configs=_topic_configs(s, retention_ms),
             )
             for s in specs
             if s.full_name(prefix) not in existing

@@ -17,9 +17,10 @@ from streams.attribution_stage import AttributionStage
 from streams.batching import as_current
 from streams.deadletters import DeadLetterSink, salvage
 from streams.dedupe import BatchedDedupe
+from streams.privacy import ForgetList
 from streams.settings import Settings
 
-__all__ = ["PixelValidator", "PixelPipeline"]
+__all__ = ["PixelPipeline", "PixelValidator"]
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,9 @@ class PixelPipeline:
 
     AGENT = "pixel-validate"
 
-    def __init__(self, app: faust.App, settings: Settings) -> None:
+    def __init__(self, app: faust.App, settings: Settings, forget: ForgetList | None = None) -> None:
         self.validator = PixelValidator(settings)
+        self.forget = forget
         self.dedupe_window_ms = int(settings.pixel.dedupe_window_s * 1000)
         partitions = TOPICS["pixel"].partitions
         self.pixel_topic = settings.topic("pixel")
@@ -102,6 +104,8 @@ class PixelPipeline:
         # halves the changelog traffic that bounds this agent's throughput. Offsets of a batch are
         # acknowledged only after the whole batch has been handled (at-least-once).
         async for batch in stream.take_events(_BATCH_MAX, within=_BATCH_WITHIN_S):
+            if self.forget is not None:
+                await self.forget.ready()
             metrics.EVENTS.labels(self.AGENT).inc(len(batch))
             counts: dict[str, list[int]] = {}  # count key -> [events, offset of the last one counted]
             last_of_partition: dict[int, Any] = {}
@@ -114,7 +118,7 @@ class PixelPipeline:
                     if record is not None:
                         attributable.append((event, record))
                     last_of_partition[message.partition] = event
-                except Exception as exc:  # noqa: BLE001 - a worker never dies on one message
+                except Exception as exc:
                     log.exception("pixel agent failed on %s[%d]@%d", message.topic, message.partition, message.offset)
                     await self.dead.send(message, "internal_error", f"{type(exc).__name__}: {exc}")
             # Write order matters (one changelog partition per source partition, in order): dedupe
@@ -123,7 +127,7 @@ class PixelPipeline:
             self.dedupe.flush(last_of_partition, now_ms)
             try:
                 await self.attribution.handle_batch(attributable)
-            except Exception:  # noqa: BLE001 - logged; the events stay counted and deduplicated
+            except Exception:
                 log.exception("attribution failed for a batch of %d records", len(attributable))
             for key, (n, offset) in counts.items():
                 as_current(last_of_partition[int(key.rsplit("|", 1)[1])])
@@ -154,6 +158,10 @@ class PixelPipeline:
             self.stats.rejected += 1
             tenant = salvage(message.value, "tenant").get("tenant")
             await self.dead.send(message, err.reason, err.detail, tenant=tenant if tenant and len(tenant) <= 64 else None)
+            return None
+        if self.forget is not None and self.forget.is_forgotten(ev.tenant, ev.user_id):
+            # Dropped without a dead letter: a dead letter would keep the shopper's event.
+            self.forget.counts["events_dropped"] += 1
             return None
         partition, offset = message.partition, message.offset
         # Names the message that first carried this id: the same message replayed after a crash is

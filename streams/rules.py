@@ -22,17 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from schemas import DecodeError, MerchandisingRule, decode
-from streams.deadletters import DeadLetterSink, salvage
+from streams.deadletters import DeadLetterSink, record_origin, salvage
+from streams.follow import TopicFollower, caught_up, partitions_of
 from streams.kafka import end_offsets
 from streams.settings import Settings
 
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 #: How long a search waits at start-up for the rules to be read: long enough for a compacted topic of a
 #: few thousand rules, short enough that a broken rules topic slows searches down rather than stopping them.
 LOAD_WAIT_S = 10.0
-_RETRY_S = 1.0
 _POLL_MS = 500
 
 Outcome = Literal["stored", "deleted", "tombstone", "stale", "other_tenant", "invalid"]
@@ -98,44 +97,32 @@ class RuleLog:
         )
 
 
-@dataclass
-class _Origin:
-    """What :class:`DeadLetterSink` reads from a Faust message, built from an aiokafka record."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: float | None  # seconds, as Faust's
-
-
 class RuleBook:
     """Keeps the current rules of the tenants a worker serves; :meth:`rules_for` is the searcher's rule source."""
 
     AGENT = "rules"
 
     def __init__(self, app: faust.App, settings: Settings, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
         self.topic = settings.topic("rules")
-        self.fetch_max_wait_ms = settings.kafka.fetch_max_wait_ms
         self.log = RuleLog(tenants=frozenset(settings.tenants))
         self.dead = DeadLetterSink(app, settings, self.AGENT)
         self._by_tenant: dict[str, tuple[MerchandisingRule, ...]] = {}
-        self._loaded = threading.Event()
         self._gave_up = False
-        self._positions: dict[TopicPartition, int] = {}
-        app.task(self._follow)
+        self.follower = TopicFollower(
+            bootstrap, self.topic, self._fold, settings.kafka.fetch_max_wait_ms,
+            on_loaded=lambda: log.info("rules loaded: %s", {t: len(r) for t, r in self._by_tenant.items()}),
+        )
+        app.task(self.follower.run)
 
     @property
     def loaded(self) -> bool:
         """True once the topic has been read up to the end offset it had at start-up."""
-        return self._loaded.is_set()
+        return self.follower.loaded
 
     def rules_for(self, tenant: str) -> Sequence[MerchandisingRule]:
         """``tenant``'s live rules; call from a thread: until they are loaded it blocks, once, up to
         :data:`LOAD_WAIT_S`, after which searches go on with what has been read so far."""
-        if not self._loaded.is_set() and not self._gave_up and not self._loaded.wait(LOAD_WAIT_S):
+        if not self.loaded and not self._gave_up and not self.follower.loaded_event.wait(LOAD_WAIT_S):
             self._gave_up = True
             log.warning("rules topic %s not read yet; searching without all merchandising rules", self.topic)
         return self._by_tenant.get(tenant, ())
@@ -145,76 +132,20 @@ class RuleBook:
             "loaded": self.loaded,
             "rules": {t: len(rs) for t, rs in sorted(self._by_tenant.items())},
             "records": dict(self.log.counts),
-            "offsets": {str(tp.partition): off for tp, off in self._positions.items()},
+            "offsets": {str(tp.partition): off for tp, off in self.follower.positions.items()},
             "dead_letters": dict(self.dead.counts),
         }
-
-    async def _follow(self) -> None:
-        """Read the rules topic for as long as the worker runs, reconnecting where it left off."""
-        while True:
-            try:
-                await self._consume()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a broker hiccup must not end rule updates for good
-                log.exception("reading %s failed; retrying in %.0f s", self.topic, _RETRY_S)
-                await asyncio.sleep(_RETRY_S)
-
-    async def _consume(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=max(self.fetch_max_wait_ms, 100),
-        )
-        await consumer.start()
-        try:
-            tps = await _partitions(consumer, self.topic)
-            consumer.assign(tps)
-            for tp in tps:
-                if tp in self._positions:
-                    consumer.seek(tp, self._positions[tp])
-                else:
-                    await consumer.seek_to_beginning(tp)
-            ends = {} if self.loaded else await end_offsets(self.bootstrap, tps)
-            while True:
-                if not self.loaded and await _caught_up(consumer, ends):
-                    self._loaded.set()
-                    log.info("rules loaded: %s", {t: len(r) for t, r in self._by_tenant.items()})
-                batch = await consumer.getmany(timeout_ms=_POLL_MS)
-                for tp, records in batch.items():
-                    for rec in records:
-                        await self._fold(rec)
-                        self._positions[tp] = rec.offset + 1
-        finally:
-            await consumer.stop()
 
     async def _fold(self, rec: Any) -> None:
         try:
             outcome, tenant = self.log.apply(rec.key, rec.value)
         except DecodeError as err:
-            origin = _Origin(rec.topic, rec.partition, rec.offset, rec.key, rec.value,
-                             rec.timestamp / 1000 if rec.timestamp is not None else None)
-            await self.dead.send(origin, err.reason, err.detail, tenant=salvage(rec.value, "tenant").get("tenant"))
+            await self.dead.send(record_origin(rec), err.reason, err.detail,
+                                 tenant=salvage(rec.value, "tenant").get("tenant"))
             return
         if outcome in ("stored", "deleted", "tombstone") and tenant is not None:
             # Replaced, never mutated: a search thread may be iterating the old tuple right now.
             self._by_tenant[tenant] = tuple(self.log.rules(tenant))
-
-
-async def _caught_up(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
-    for tp, end in ends.items():
-        if await consumer.position(tp) < end:
-            return False
-    return True
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        await consumer._client.force_metadata_update()  # the first metadata may be empty
-        partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        raise LookupError(f"topic {topic} does not exist — create it with `shoprank topics`")
-    return [TopicPartition(topic, p) for p in sorted(partitions)]
 
 
 async def read_rules(bootstrap: str, topic: str, timeout_s: float = 30.0) -> RuleLog:
@@ -232,11 +163,11 @@ async def _read_rules(bootstrap: str, topic: str) -> RuleLog:
                                 auto_offset_reset="earliest", fetch_max_wait_ms=100)
     await consumer.start()
     try:
-        tps = await _partitions(consumer, topic)
+        tps = await partitions_of(consumer, topic)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await end_offsets(bootstrap, tps)
-        while not await _caught_up(consumer, ends):
+        while not await caught_up(consumer, ends):
             batch = await consumer.getmany(timeout_ms=_POLL_MS)
             for records in batch.values():
                 for rec in records:

@@ -56,6 +56,15 @@ class KafkaSettings(_Section):
         default=20, ge=1, le=30_000, description="SHOPRANK_KAFKA_FETCH_MAX_WAIT_MS: worker consumer long-poll wait."
     )
 
+    event_retention_hours: float = Field(
+        default=720.0, gt=0,
+        description="SHOPRANK_KAFKA_EVENT_RETENTION_HOURS: retention of the event topics shoprank creates (30 days).",
+    )
+
+    @property
+    def retention_ms(self) -> int:
+        return int(self.event_retention_hours * 3_600_000)
+
     @property
     def embedded_bootstrap(self) -> str:
         return f"{self.embedded_host}:{self.embedded_port}"

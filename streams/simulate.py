@@ -233,7 +233,7 @@ def simulate(ctx: click.Context, data: str, labelled_dir: Path, events: int, win
     prefix = f"{settings.kafka.topic_prefix}sim{uuid.uuid4().hex[:6]}."
     run_dir = settings.worker.data_dir / "simulate" / prefix.rstrip(".")
     try:
-        asyncio.run(ensure_topics(bootstrap, prefix))
+        asyncio.run(ensure_topics(bootstrap, prefix, retention_ms=settings.kafka.retention_ms))
         worker = WorkerProcess(
             bootstrap, app_id="simulate", topic_prefix=prefix, tenants=world.tenant, web_port=free_port(),
             data_dir=run_dir, log_path=run_dir / "worker.log",

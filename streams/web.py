@@ -175,6 +175,7 @@ def register_views(shop: ShoprankApp) -> None:
                 "processed": {"valid": p.stats.valid, "rejected": p.stats.rejected},
                 "dead_letters": dict(p.dead.counts),
                 "attribution": p.attribution.stats.as_dict(),
+                "privacy": shop.forget.stats(),
             }
         )
 
@@ -197,6 +198,7 @@ def _readiness(shop: ShoprankApp) -> dict[str, Any]:
         "tables_recovered": recovered,
         "not_rebalancing": not app.rebalancing,
         "rules_loaded": shop.rules.loaded,
+        "privacy_loaded": shop.forget.loaded,
         **shop.resources.loaded(),
     }
 

@@ -31,7 +31,7 @@ def run_worker(settings: Settings) -> int:
         asyncio.set_event_loop(loop)
         # Topics first: a consumer subscribing to a missing topic makes some brokers auto-create it
         # with their default partition count, which breaks table co-partitioning.
-        loop.run_until_complete(ensure_topics(bootstrap, settings.kafka.topic_prefix))
+        loop.run_until_complete(ensure_topics(bootstrap, settings.kafka.topic_prefix, retention_ms=settings.kafka.retention_ms))
         shop = create_app(settings, bootstrap)
         worker = faust.Worker(
             shop.faust,

@@ -73,3 +73,23 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"  # a zombie has exited; only its entry remains
     except FileNotFoundError:
         return False
+
+
+def test_event_topics_get_a_retention_and_state_topics_are_compacted(broker: EmbeddedBroker) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    asyncio.run(ensure_topics(broker.bootstrap, "ret.", retention_ms=3_600_000))
+
+    async def configs(topic: str) -> dict[str, str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        await admin.start()
+        try:
+            resp = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+            return {name: value for name, value, *_ in resp[0].resources[0][4]}
+        finally:
+            await admin.close()
+
+    assert asyncio.run(configs("ret.shoprank.pixel")).get("retention.ms") == "3600000"
+    privacy = asyncio.run(configs("ret.shoprank.privacy"))
+    assert privacy.get("cleanup.policy") == "compact" and "retention.ms" not in privacy

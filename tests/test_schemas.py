@@ -43,6 +43,7 @@ SAMPLES = {
                      "margin": 2.5, "currency": "EUR", "event_ts": 9, "search_ts": 5},
     "rules": {"rule_id": "r1", "tenant": "demo", "action": "pin", "target": {"product_id": "p1"}, "position": 0,
               "updated_at": 1},
+    "privacy": {"tenant": "demo", "user_key": "0123456789abcdef0123456789abcdef", "requested_at": 7},
     "dead-letters": {"reason": "invalid_json", "detail": "x", "source_topic": "t", "source_partition": 0,
                      "source_offset": 3, "value_b64": "eA==", "value_size": 1, "value_sha256": "0" * 64,
                      "agent": "a", "rejected_at": 1},
