@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.embedder import Embedder
+from models.serving import Serving, ServingTable
 from models.store import ProductPoint, VectorStore
 from schemas import CatalogueUpdate
 
-__all__ = ["CatalogueIndexer", "IndexReport", "product_text", "content_hash"]
+__all__ = ["CatalogueIndexer", "IndexReport", "content_hash", "product_text"]
 
 
 def product_text(u: CatalogueUpdate) -> str:
@@ -43,6 +44,7 @@ def _payload(u: CatalogueUpdate, model_version: str, digest: str) -> dict[str, A
         "created_at": u.created_at,
         "content_hash": digest,
         "model_version": model_version,
+        "text": product_text(u),  # what a hot swap re-embeds with the next model (models.serving)
     }
     if u.brand:
         payload["brand"] = u.brand
@@ -65,12 +67,18 @@ class IndexReport:
 
 
 class CatalogueIndexer:
-    """Idempotent, order-tolerant indexing of catalogue updates into per-tenant collections."""
+    """Idempotent, order-tolerant indexing of catalogue updates into per-tenant collections.
 
-    def __init__(self, store: VectorStore, embedder: Embedder) -> None:
+    Writes go to every collection :class:`~models.serving.ServingTable` names for the tenant: the
+    serving one and, during a hot swap, the one being built with the next model (each with its own
+    embedder), under the tenant's lock so the swap's own writes never interleave with them.
+    """
+
+    def __init__(self, store: VectorStore, embedder: Embedder, serving: ServingTable | None = None) -> None:
         self.store = store
         self.embedder = embedder
-        self._collections: set[str] = set()
+        self.serving = serving if serving is not None else ServingTable(embedder)
+        self._collections: set[tuple[str, int]] = set()
 
     def apply(self, updates: Sequence[CatalogueUpdate], versions: dict[str, int | None] | None = None) -> IndexReport:
         """Index ``updates``. ``versions`` maps ``tenant:product_id`` to the newest ``updated_at`` seen,
@@ -90,19 +98,26 @@ class CatalogueIndexer:
         for (tenant, _), u in latest.items():
             by_tenant.setdefault(tenant, []).append(u)
         for tenant, items in by_tenant.items():
-            self._apply_tenant(tenant, items, versions, report)
+            with self.serving.lock(tenant):
+                self._apply_tenant(tenant, items, versions, report)
         return report
+
+    def _ensure(self, target: Serving) -> None:
+        key = (target.collection, target.embedder.dimensions)
+        if key not in self._collections:
+            self.store.ensure_collection(target.collection, target.embedder.dimensions)
+            self._collections.add(key)
 
     def _apply_tenant(
         self, tenant: str, items: list[CatalogueUpdate], versions: dict[str, int | None], report: IndexReport
     ) -> None:
         report.tenants.add(tenant)
-        if tenant not in self._collections:
-            self.store.ensure_collection(tenant, self.embedder.dimensions)
-            self._collections.add(tenant)
-        existing = self.store.payloads(tenant, [u.product_id for u in items])
-        to_embed: list[tuple[CatalogueUpdate, str]] = []
-        deletes: list[str] = []
+        targets = self.serving.targets(tenant)
+        for target in targets:
+            self._ensure(target)
+        ids = [u.product_id for u in items]
+        existing = self.store.payloads(targets[0].collection, ids)
+        fresh: list[CatalogueUpdate] = []
         for u in items:
             vkey = f"{tenant}:{u.product_id}"
             known = max(versions.get(vkey) or 0, existing.get(u.product_id, {}).get("updated_at", 0))
@@ -110,25 +125,37 @@ class CatalogueIndexer:
                 report.stale += 1
                 continue
             versions[vkey] = u.updated_at
+            fresh.append(u)
+        for i, target in enumerate(targets):
+            held = existing if i == 0 else self.store.payloads(target.collection, ids)
+            # Only the serving collection's writes are reported: a collection being built is extra work.
+            self._write(target, fresh, held, report if i == 0 else IndexReport())
+
+    def _write(self, target: Serving, fresh: list[CatalogueUpdate], existing: dict[str, dict[str, Any]],
+               report: IndexReport) -> None:
+        embedder, collection = target.embedder, target.collection
+        to_embed: list[tuple[CatalogueUpdate, str]] = []
+        deletes: list[str] = []
+        for u in fresh:
             if u.op == "delete":
                 deletes.append(u.product_id)
                 continue
             digest = content_hash(u)
             old = existing.get(u.product_id)
-            if old and old.get("content_hash") == digest and old.get("model_version") == self.embedder.version:
-                self.store.set_payload(tenant, u.product_id, _payload(u, self.embedder.version, digest))
+            if old and old.get("content_hash") == digest and old.get("model_version") == embedder.version:
+                self.store.set_payload(collection, u.product_id, _payload(u, embedder.version, digest))
                 report.payload_only += 1
             else:
                 to_embed.append((u, digest))
         if deletes:
-            self.store.delete(tenant, deletes)
+            self.store.delete(collection, deletes)
             report.deleted += len(deletes)
         if to_embed:
             texts = [product_text(u) for u, _ in to_embed]
-            vectors = self.embedder.embed(texts)
+            vectors = embedder.embed(texts)
             points = [
-                ProductPoint(u.product_id, vectors[i], texts[i], _payload(u, self.embedder.version, digest))
+                ProductPoint(u.product_id, vectors[i], texts[i], _payload(u, embedder.version, digest))
                 for i, (u, digest) in enumerate(to_embed)
             ]
-            self.store.upsert(tenant, points)
+            self.store.upsert(collection, points)
             report.embedded += len(points)

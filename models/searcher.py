@@ -17,11 +17,12 @@ import numpy as np
 from models.embedder import Embedder
 from models.ranker import OnlineRanker, Ranked
 from models.rules import RuledHit, RuleSource, apply_rules, without_hidden
+from models.serving import Serving, ServingTable
 from models.store import Hit, SearchFilter, SearchMode, VectorStore
 from schemas import LoggedItem, RankedItem, SearchError, SearchLog, SearchRequest, SearchResult
 from schemas.interactions import Bucket
 
-__all__ = ["Searcher", "CANDIDATES", "error_result", "assign_bucket", "RankerSource"]
+__all__ = ["CANDIDATES", "RankerSource", "Searcher", "assign_bucket", "error_result"]
 
 #: Candidates retrieved per request; facets are counted over them and later stages re-rank them.
 CANDIDATES = 100
@@ -53,9 +54,11 @@ def assign_bucket(unit: str, control_share: float) -> Bucket:
 class Searcher:
     def __init__(self, store: VectorStore, embedder: Embedder, tenants: Collection[str],
                  rules: RuleSource | None = None, ranker: RankerSource | None = None,
-                 control_share: float = 0.0) -> None:
+                 control_share: float = 0.0, serving: ServingTable | None = None) -> None:
         self.store = store
         self.embedder = embedder
+        # Each tenant's model and the collection built with it (models.serving): read once per search.
+        self.serving = serving if serving is not None else ServingTable(embedder)
         self.tenants = frozenset(tenants)
         self.rules = rules  # a tenant's merchandising rules, applied last (models.rules)
         self.ranker = ranker  # a tenant's online ranker, between retrieval and rules
@@ -89,19 +92,26 @@ class Searcher:
                               None)
             else:
                 todo.append((i, query))
-        t0 = time.perf_counter()
-        vectors = self.embedder.embed([q for _, q in todo]) if todo and mode != "keyword" else None
-        embed_ms = (time.perf_counter() - t0) * 1000
-        for j, (i, query) in enumerate(todo):
-            dense = vectors[j] if vectors is not None else None
-            results[i] = self._retrieve(requests[i], query, dense, mode, embed_ms, started)
+        # One ONNX call per serving model: tenants on the base model (most) share theirs.
+        groups: dict[int, tuple[Serving, list[tuple[int, str]]]] = {}
+        for i, query in todo:
+            serving = self.serving.serving(requests[i].tenant)
+            groups.setdefault(id(serving.embedder), (serving, []))[1].append((i, query))
+        for serving, members in groups.values():
+            t0 = time.perf_counter()
+            vectors = serving.embedder.embed([q for _, q in members]) if mode != "keyword" else None
+            embed_ms = (time.perf_counter() - t0) * 1000
+            for j, (i, query) in enumerate(members):
+                dense = vectors[j] if vectors is not None else None
+                results[i] = self._retrieve(requests[i], query, dense, mode, embed_ms, started, serving)
         return results  # type: ignore[return-value]
 
     def _retrieve(self, request: SearchRequest, query: str, dense: np.ndarray | None, mode: SearchMode,
-                  embed_ms: float, started: float) -> tuple[SearchResult, SearchLog | None]:
+                  embed_ms: float, started: float, serving: Serving) -> tuple[SearchResult, SearchLog | None]:
         t1 = time.perf_counter()
         hits = self.store.search(
-            request.tenant, dense, query, filter=_filter(request), limit=max(CANDIDATES, request.page_size), mode=mode
+            serving.collection, dense, query, filter=_filter(request), limit=max(CANDIDATES, request.page_size),
+            mode=mode,
         )
         t2 = time.perf_counter()
         bucket = assign_bucket(request.session_id or request.request_id, self.control_share)
@@ -110,10 +120,10 @@ class Searcher:
         if ranker is not None and hits:
             hits, logged = _ranked_hits(ranker, query, hits, request.page_size, bucket)
         t3 = time.perf_counter()
-        page, shown = self._apply_rules(request, query, dense, mode, hits)
+        page, shown = self._apply_rules(request, query, dense, mode, hits, serving.collection)
         t4 = time.perf_counter()
         items = [_item(r.hit, rank, r.rules) for rank, r in enumerate(page)]
-        versions = {"embedder": self.embedder.version}
+        versions = {"embedder": serving.version}
         if ranker is not None:
             versions["ranker"] = ranker.version
         result = SearchResult(
@@ -146,7 +156,7 @@ class Searcher:
         return result, log
 
     def _apply_rules(self, request: SearchRequest, query: str, dense: np.ndarray | None, mode: SearchMode,
-                     hits: list[Hit]) -> tuple[list[RuledHit], list[Hit]]:
+                     hits: list[Hit], collection: str) -> tuple[list[RuledHit], list[Hit]]:
         """The page after the tenant's merchandising rules (the last stage, over every candidate retrieved),
         and the candidates that are not hidden, which facets count."""
         rules = self.rules(request.tenant) if self.rules is not None else ()
@@ -156,7 +166,7 @@ class Searcher:
         def pinned(product_ids: Sequence[str]) -> list[Hit]:
             # A pinned product retrieval missed is shown only if it passes the request's own filters.
             where = replace(_filter(request) or SearchFilter(), product_ids=tuple(product_ids))
-            return self.store.search(request.tenant, dense, query, filter=where, limit=len(product_ids),
+            return self.store.search(collection, dense, query, filter=where, limit=len(product_ids),
                                      mode="dense" if dense is not None else mode)
 
         category = request.filters.category if request.filters else None

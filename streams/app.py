@@ -18,6 +18,7 @@ from streams.resources import Resources
 from streams.rules import RuleBook
 from streams.search import SearchPipeline
 from streams.settings import Settings
+from streams.swap import SwapManager
 
 __all__ = ["ShoprankApp", "create_app"]
 
@@ -37,6 +38,7 @@ class ShoprankApp:
     rules: RuleBook
     rankers: RankerHub
     forget: ForgetList
+    swaps: SwapManager
 
 
 def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
@@ -84,6 +86,7 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
         rules=rules,
         rankers=hub,
         forget=forget,
+        swaps=SwapManager(app, settings, resources),
     )
 
     @app.timer(settings.ranker.checkpoint_interval_s, name="ranker-checkpoint")
@@ -97,7 +100,7 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
     @app.task
     async def load_resources() -> None:
         """Open the store and load the model in the background; /readyz waits for both."""
-        await in_thread(lambda: (resources.store, resources.embedder))
+        await in_thread(lambda: (resources.store, resources.embedder, resources.serving))
 
     from streams import metrics
     from streams.web import register_views

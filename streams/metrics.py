@@ -168,7 +168,7 @@ async def _sample_store(shop: ShoprankApp) -> None:
         out = {}
         for tenant in shop.settings.tenants:
             try:
-                out[tenant] = res.store.count(tenant)
+                out[tenant] = res.store.count(res.serving.serving(tenant).collection)
             except CollectionNotFound:
                 out[tenant] = 0  # nothing indexed for this tenant yet
         return out

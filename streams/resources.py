@@ -10,6 +10,7 @@ from models.embedder import OnnxEmbedder
 from models.indexer import CatalogueIndexer
 from models.rules import RuleSource
 from models.searcher import RankerSource, Searcher
+from models.serving import ServingTable
 from models.store import VectorStore, open_store
 from streams.settings import Settings
 
@@ -52,14 +53,21 @@ class Resources:
         return self._once("store", build)
 
     @property
+    def serving(self) -> ServingTable:
+        """Each tenant's model and collection; what a restarted worker served before, it serves again."""
+        return self._once("serving", lambda: ServingTable(
+            self.embedder, self.settings.worker.data_dir / "serving.json", OnnxEmbedder))
+
+    @property
     def indexer(self) -> CatalogueIndexer:
-        return self._once("indexer", lambda: CatalogueIndexer(self.store, self.embedder))
+        return self._once("indexer", lambda: CatalogueIndexer(self.store, self.embedder, self.serving))
 
     @property
     def searcher(self) -> Searcher:
         return self._once(
             "searcher", lambda: Searcher(self.store, self.embedder, self.settings.tenants, rules=self.rules,
-                                         ranker=self.ranker, control_share=self.settings.ranker.control_share)
+                                         ranker=self.ranker, control_share=self.settings.ranker.control_share,
+                                         serving=self.serving)
         )
 
     def loaded(self) -> dict[str, bool]:

@@ -207,6 +207,14 @@ class ModelSettings(_Section):
 
     dir: Path = Field(default=Path(".shoprank/models"), description="SHOPRANK_MODELS_DIR: exported models.")
     embedder: str = Field(default="base", description="SHOPRANK_MODELS_EMBEDDER: sub-directory of the serving embedder.")
+    swap_check_s: float = Field(
+        default=5.0, gt=0,
+        description="SHOPRANK_MODELS_SWAP_CHECK_S: how often workers look for a tenant's newly promoted model.",
+    )
+    swap_core_share: float = Field(
+        default=0.5, gt=0, le=1,
+        description="SHOPRANK_MODELS_SWAP_CORE_SHARE: share of one core a hot swap's re-embedding may take.",
+    )
 
     @property
     def embedder_dir(self) -> Path:

@@ -160,6 +160,11 @@ def register_views(shop: ShoprankApp) -> None:
                                  status=403)
         return view.json({"tenant": tenant, **analytics_summary(shop, tenant)})
 
+    @app.page("/v1/stats/models")
+    async def model_stats(view: web.View, request: web.Request) -> web.Response:
+        """Which model and collection serve each tenant; hot swaps running, done and failed."""
+        return view.json(shop.swaps.stats())
+
     @app.page("/v1/stats/rules")
     async def rules_stats(view: web.View, request: web.Request) -> web.Response:
         """Live merchandising rules per tenant, records read from the rules topic, dead letters."""

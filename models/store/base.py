@@ -134,6 +134,14 @@ class VectorStore(Protocol):
         """Best ``limit`` products for the query, best first."""
         ...
 
+    def scroll(self, tenant: str, offset: Any = None, limit: int = 256) -> tuple[list[dict[str, Any]], Any]:
+        """One page of stored payloads, and the offset of the next page (None after the last)."""
+        ...
+
+    def drop(self, tenant: str) -> None:
+        """Delete the collection and everything in it; a missing one is ignored."""
+        ...
+
     def count(self, tenant: str) -> int:
         """Number of products indexed for the tenant."""
         ...

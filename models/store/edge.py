@@ -13,6 +13,7 @@ Edge has no background optimizer: points stay in an appendable, brute-force segm
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -233,6 +234,19 @@ class EdgeStore:
             records = shard.retrieve([point_id(tenant, p) for p in dict.fromkeys(product_ids)], True, False)
         # Each .payload access converts the engine's record again: read it once.
         return {payload["product_id"]: payload for r in records if (payload := r.payload)}
+
+    def scroll(self, tenant: str, offset: Any = None, limit: int = 256) -> tuple[list[dict[str, Any]], Any]:
+        shard = self._shard(tenant)
+        with self._engine(tenant, "scroll"):
+            records, after = shard.scroll(qe.ScrollRequest(offset=offset, limit=limit, with_payload=True,
+                                                           with_vector=False))
+        return [payload for r in records if (payload := r.payload)], after
+
+    def drop(self, tenant: str) -> None:
+        path = self.path(tenant)
+        self._release(tenant)
+        if path.is_dir():
+            shutil.rmtree(path)
 
     def count(self, tenant: str) -> int:
         shard = self._shard(tenant)

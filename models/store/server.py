@@ -229,6 +229,20 @@ class QdrantServerStore:
             records = self.client.retrieve(name, [point_id(tenant, p) for p in dict.fromkeys(product_ids)])
         return {r.payload["product_id"]: dict(r.payload) for r in records if r.payload}
 
+    def scroll(self, tenant: str, offset: Any = None, limit: int = 256) -> tuple[list[dict[str, Any]], Any]:
+        name = self._require(tenant)
+        with self._engine(tenant, "scroll"):
+            records, after = self.client.scroll(name, limit=limit, offset=offset, with_payload=True,
+                                                with_vectors=False)
+        return [dict(r.payload) for r in records if r.payload], after
+
+    def drop(self, tenant: str) -> None:
+        name = self.collection(tenant)
+        with self._engine(tenant, "drop the collection"):
+            if self.client.collection_exists(name):
+                self.client.delete_collection(name)
+        self._dims.pop(tenant, None)
+
     def count(self, tenant: str) -> int:
         name = self._require(tenant)
         with self._engine(tenant, "count"):
