@@ -13,7 +13,7 @@ from tokenizers import Tokenizer
 from models.exceptions import ModelNotFound
 from models.manifest import MANIFEST_NAME, ModelManifest
 
-__all__ = ["Embedder", "OnnxEmbedder"]
+__all__ = ["Embedder", "OnnxEmbedder", "TruncatedEmbedder"]
 
 
 class Embedder(Protocol):
@@ -73,3 +73,30 @@ class OnnxEmbedder:
             "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
         }
         return self.session.run(None, feeds)[0]
+
+
+class TruncatedEmbedder:
+    """The first ``dimensions`` of another embedder's vectors, L2-normalised again (Matryoshka serving).
+
+    Smaller vectors cost less memory and time; a model trained with a Matryoshka loss keeps most of its
+    quality when truncated, a model trained without one (the base MiniLM) loses more (bench_vectors).
+    """
+
+    def __init__(self, inner: Embedder, dimensions: int) -> None:
+        if not 0 < dimensions <= inner.dimensions:
+            raise ValueError(f"dimensions must be in 1..{inner.dimensions}, got {dimensions}")
+        self.inner = inner
+        self._dims = dimensions
+
+    @property
+    def version(self) -> str:
+        return f"{self.inner.version}-d{self._dims}"
+
+    @property
+    def dimensions(self) -> int:
+        return self._dims
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = self.inner.embed(texts)[:, : self._dims]
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return np.ascontiguousarray(out / np.maximum(norms, 1e-12), dtype=np.float32)

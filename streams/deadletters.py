@@ -96,7 +96,7 @@ class DeadLetterSink:
         log.info("dead letter from %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
         try:
             await self.topic.send(key=key[:1024] if key else None, value=encode(letter))
-        except Exception:
+        except Exception:  # the worker must go on; the log names the message's origin
             self.counts["dead_letter_send_failed"] += 1
             log.exception(
                 "could not dead-letter %s[%d]@%d (%s); the original stays at that offset",

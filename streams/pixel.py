@@ -118,7 +118,7 @@ class PixelPipeline:
                     if record is not None:
                         attributable.append((event, record))
                     last_of_partition[message.partition] = event
-                except Exception as exc:
+                except Exception as exc:  # a worker never dies on one message
                     log.exception("pixel agent failed on %s[%d]@%d", message.topic, message.partition, message.offset)
                     await self.dead.send(message, "internal_error", f"{type(exc).__name__}: {exc}")
             # Write order matters (one changelog partition per source partition, in order): dedupe
@@ -127,7 +127,7 @@ class PixelPipeline:
             self.dedupe.flush(last_of_partition, now_ms)
             try:
                 await self.attribution.handle_batch(attributable)
-            except Exception:
+            except Exception:  # logged; the events stay counted and deduplicated
                 log.exception("attribution failed for a batch of %d records", len(attributable))
             for key, (n, offset) in counts.items():
                 as_current(last_of_partition[int(key.rsplit("|", 1)[1])])

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
-from models.embedder import OnnxEmbedder
+from models.embedder import Embedder, OnnxEmbedder, TruncatedEmbedder
 from models.indexer import CatalogueIndexer
 from models.rules import RuleSource
 from models.searcher import RankerSource, Searcher
@@ -39,7 +40,12 @@ class Resources:
 
     @property
     def embedder(self) -> OnnxEmbedder:
-        return self._once("embedder", lambda: OnnxEmbedder(self.settings.models.embedder_dir))
+        return self._once("embedder", lambda: self._embedder(self.settings.models.embedder_dir))
+
+    def _embedder(self, model_dir: Path) -> Embedder:
+        dims = self.settings.models.dimensions
+        model = OnnxEmbedder(model_dir)
+        return TruncatedEmbedder(model, dims) if dims and dims < model.dimensions else model
 
     @property
     def store(self) -> VectorStore:
@@ -47,8 +53,8 @@ class Resources:
 
         def build() -> VectorStore:
             if s.kind == "edge":
-                return open_store("edge", root=s.dir)
-            return open_store("qdrant", url=s.url, collection_prefix=s.collection_prefix)
+                return open_store("edge", root=s.dir, quantization=s.quantization)
+            return open_store("qdrant", url=s.url, collection_prefix=s.collection_prefix, quantization=s.quantization)
 
         return self._once("store", build)
 
@@ -56,7 +62,7 @@ class Resources:
     def serving(self) -> ServingTable:
         """Each tenant's model and collection; what a restarted worker served before, it serves again."""
         return self._once("serving", lambda: ServingTable(
-            self.embedder, self.settings.worker.data_dir / "serving.json", OnnxEmbedder))
+            self.embedder, self.settings.worker.data_dir / "serving.json", self._embedder))
 
     @property
     def indexer(self) -> CatalogueIndexer:

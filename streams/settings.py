@@ -13,15 +13,15 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
-    "Settings",
     "KafkaSettings",
-    "WorkerSettings",
+    "LogLevel",
+    "ModelSettings",
     "PixelSettings",
     "SecuritySettings",
-    "ModelSettings",
+    "Settings",
     "StoreSettings",
+    "WorkerSettings",
     "load_settings",
-    "LogLevel",
 ]
 
 LogLevel = Literal["crit", "error", "warn", "info", "debug"]
@@ -207,6 +207,10 @@ class ModelSettings(_Section):
 
     dir: Path = Field(default=Path(".shoprank/models"), description="SHOPRANK_MODELS_DIR: exported models.")
     embedder: str = Field(default="base", description="SHOPRANK_MODELS_EMBEDDER: sub-directory of the serving embedder.")
+    dimensions: int = Field(
+        default=0, ge=0,
+        description="SHOPRANK_MODELS_DIMENSIONS: serve the first N dimensions (Matryoshka); 0 = all. Re-index after.",
+    )
     swap_check_s: float = Field(
         default=5.0, gt=0,
         description="SHOPRANK_MODELS_SWAP_CHECK_S: how often workers look for a tenant's newly promoted model.",
@@ -230,6 +234,11 @@ class StoreSettings(_Section):
     dir: Path = Field(default=Path(".shoprank/index"), description="SHOPRANK_STORE_DIR: Qdrant Edge shards.")
     url: str | None = Field(default=None, description="SHOPRANK_STORE_URL: Qdrant server URL (kind=qdrant).")
     collection_prefix: str = Field(default="", description="SHOPRANK_STORE_COLLECTION_PREFIX (kind=qdrant).")
+    quantization: Literal["none", "binary"] = Field(
+        default="none",
+        description="SHOPRANK_STORE_QUANTIZATION: binary keeps 1 bit per dimension in RAM, rescoring with floats "
+        "from disk; applies to collections created afterwards.",
+    )
 
 
 class Settings(_Section):

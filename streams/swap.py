@@ -15,7 +15,6 @@ from typing import Any
 
 import faust
 
-from models.embedder import OnnxEmbedder
 from models.serving import RebuildReport, Serving, collection_for, read_pointer, rebuild
 from streams.resources import Resources
 from streams.settings import Settings
@@ -62,7 +61,7 @@ class SwapManager:
         state: dict[str, Any] = {"to": str(model_dir or "base"), "products": 0}
         self.running[tenant] = state
         try:
-            embedder = table.base if model_dir is None else await asyncio.to_thread(OnnxEmbedder, model_dir)
+            embedder = table.base if model_dir is None else await asyncio.to_thread(self.resources._embedder, model_dir)
             target = Serving(collection_for(tenant, embedder.version, table.base.version), embedder, model_dir)
             state["version"] = embedder.version
 
@@ -78,7 +77,7 @@ class SwapManager:
                                  "collection": report.collection, "embedded": report.embedded,
                                  "skipped": report.skipped, "swept": report.swept, "seconds": round(report.seconds, 1)}
             self.failed.pop(tenant, None)
-        except Exception as exc:
+        except Exception as exc:  # the old model keeps serving; retried at the next check
             log.exception("hot swap of %s to %s failed; the current model keeps serving", tenant, model_dir)
             self.failed[tenant] = f"{type(exc).__name__}: {exc}"
             await asyncio.sleep(self.settings.models.swap_check_s * 5)  # back off before the next attempt

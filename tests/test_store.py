@@ -482,3 +482,36 @@ def test_open_store(tmp_path: Path) -> None:
 def test_store_does_not_import_streams() -> None:
     code = "import sys, models.store; sys.exit(any(m.split('.')[0] == 'streams' for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, timeout=120).returncode == 0
+
+
+# -- smaller vectors -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_binary_quantised_collections_answer_like_float_ones_and_scroll_and_drop(kind: str, tmp_path: Path) -> None:
+    plain = make(kind, tmp_path / "plain")
+    if kind == "edge":
+        binary: VectorStore = EdgeStore(tmp_path / "binary" / "edge", quantization="binary")
+    else:
+        binary = QdrantServerStore(QdrantClient(path=str(tmp_path / "binary")), collection_prefix="t_",
+                                   quantization="binary")
+    try:
+        for s in (plain, binary):
+            load(s)
+            if isinstance(s, EdgeStore):
+                s.optimize(TENANT)  # builds the quantised copy
+        for query in QUERIES[:5]:
+            assert ids(search(binary, query, "dense"))[:3] == ids(search(plain, query, "dense"))[:3]
+        pages, offset = [], None
+        while True:
+            page, offset = binary.scroll(TENANT, offset, 7)
+            pages.append(page)
+            if offset is None:
+                break
+        assert sorted(p["product_id"] for page in pages for p in page) == sorted(r[0] for r in CATALOGUE)
+        binary.drop(TENANT)
+        with pytest.raises(CollectionNotFound):
+            binary.count(TENANT)
+    finally:
+        plain.close()
+        binary.close()

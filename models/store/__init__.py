@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from models.store.base import Hit, ProductPoint, SearchFilter, SearchMode, VectorStore
+from models.store.base import Hit, ProductPoint, Quantization, SearchFilter, SearchMode, VectorStore
 from models.store.edge import EdgeStore
 from models.store.exceptions import (
     CollectionNotFound,
@@ -33,6 +33,7 @@ __all__ = [
     "PointNotFound",
     "ProductPoint",
     "QdrantServerStore",
+    "Quantization",
     "SearchFilter",
     "SearchMode",
     "StoreError",
@@ -50,6 +51,7 @@ def open_store(
     root: Path | None = None,
     url: str | None = None,
     collection_prefix: str = "",
+    quantization: Quantization = "none",
 ) -> VectorStore:
     """The configured store: ``kind="edge"`` needs ``root``, ``kind="qdrant"`` needs ``url``.
 
@@ -61,12 +63,12 @@ def open_store(
     if kind == "edge":
         if root is None:
             raise InvalidRequest("the edge store needs a directory — set SHOPRANK_STORE_DIR")
-        return EdgeStore(Path(root))
+        return EdgeStore(Path(root), quantization)
     if kind == "qdrant":
         if not url:
             raise InvalidRequest(
                 "the qdrant store needs a server URL — set SHOPRANK_STORE_URL (e.g. http://localhost:6333, "
                 "or :memory: for an in-process store)"
             )
-        return QdrantServerStore.from_url(url, collection_prefix=collection_prefix)
+        return QdrantServerStore.from_url(url, collection_prefix=collection_prefix, quantization=quantization)
     raise InvalidRequest(f"store kind {kind!r} is unknown — set SHOPRANK_STORE_KIND to edge or qdrant")

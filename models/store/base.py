@@ -22,9 +22,11 @@ __all__ = [
     "DENSE",
     "MIN_CANDIDATES",
     "PAYLOAD_INDEXES",
+    "RESCORE_OVERSAMPLING",
     "SPARSE",
     "Hit",
     "ProductPoint",
+    "Quantization",
     "SearchFilter",
     "SearchMode",
     "VectorStore",
@@ -49,6 +51,10 @@ PAYLOAD_INDEXES: dict[str, Literal["keyword", "float", "integer"]] = {
 }
 
 SearchMode = Literal["hybrid", "dense", "keyword"]
+#: Dense vector storage: float32 only, or binary quantised (1 bit per dimension) with float rescoring.
+Quantization = Literal["none", "binary"]
+#: With binary quantisation, this many times the candidates are rescored with the float vectors.
+RESCORE_OVERSAMPLING = 3.0
 
 # Fixed forever: point ids derive from it, so changing it orphans every indexed point.
 _POINT_NAMESPACE = uuid.UUID("adf187f0-f515-5bf4-875a-382bc2fe75be")  # uuid5(NAMESPACE_URL, "shoprank:product")

@@ -25,9 +25,11 @@ import qdrant_edge as qe
 from models.store.base import (
     DENSE,
     PAYLOAD_INDEXES,
+    RESCORE_OVERSAMPLING,
     SPARSE,
     Hit,
     ProductPoint,
+    Quantization,
     SearchFilter,
     SearchMode,
     check_tenant,
@@ -46,6 +48,8 @@ from models.store.fusion import QueryPlan, Scored, plan_query, rank, to_hits
 __all__ = ["EdgeStore", "edge_filter"]
 
 _BATCH = 1024
+#: Quantized candidates, then the best of them rescored with the float vectors.
+_RESCORE = qe.SearchParams(quantization=qe.QuantizationSearchParams(rescore=True, oversampling=RESCORE_OVERSAMPLING))
 _INDEX_TYPES = {
     "keyword": qe.PayloadSchemaType.Keyword,
     "float": qe.PayloadSchemaType.Float,
@@ -84,9 +88,15 @@ def _open_error(path: Path, e: Exception) -> StoreError:
     return StoreError(f"cannot open the Qdrant Edge shard at {path}: {e} — if it is damaged, remove it and re-index")
 
 
-def _config(dimensions: int) -> qe.EdgeConfig:
+def _config(dimensions: int, quantization: Quantization = "none") -> qe.EdgeConfig:
+    if quantization == "binary":
+        # One bit per dimension in RAM; the float vectors stay on disk for rescoring the best candidates.
+        dense = qe.EdgeVectorParams(size=dimensions, distance=qe.Distance.Cosine, memory=qe.Memory.Cold,
+                                    quantization_config=qe.BinaryQuantizationConfig(memory=qe.Memory.Cached))
+    else:
+        dense = qe.EdgeVectorParams(size=dimensions, distance=qe.Distance.Cosine)
     return qe.EdgeConfig(
-        vectors={DENSE: qe.EdgeVectorParams(size=dimensions, distance=qe.Distance.Cosine)},
+        vectors={DENSE: dense},
         sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
     )
 
@@ -96,8 +106,9 @@ class EdgeStore:
 
     backend = "edge"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, quantization: Quantization = "none") -> None:
         self.root = Path(root)
+        self.quantization = quantization
         self._shards: dict[str, qe.EdgeShard] = {}
         self._dims: dict[str, int] = {}  # known for shards opened by ensure_collection
 
@@ -114,7 +125,7 @@ class EdgeStore:
             return
         path = self.path(tenant)
         self._release(tenant)  # reopen with the config, so the engine checks it against the segments
-        config = _config(dimensions)
+        config = _config(dimensions, self.quantization)
         try:
             if path.is_dir() and any(path.iterdir()):
                 shard = qe.EdgeShard.load(str(path), config)
@@ -276,11 +287,15 @@ class EdgeStore:
 
     def _stages(self, shard: qe.EdgeShard, plan: QueryPlan, where: qe.Filter | None) -> dict[str, list[Scored]]:
         queries: dict[str, Any] = {}
+        params: dict[str, Any] = {}
         if plan.dense is not None:
             queries[DENSE] = qe.Query.Nearest(plan.dense, using=DENSE)
+            if self.quantization != "none":
+                params[DENSE] = _RESCORE
         if plan.sparse is not None:
             queries[SPARSE] = qe.Query.Nearest(plan.sparse, using=SPARSE)
-        requests = [qe.QueryRequest(limit=plan.candidates, query=q, filter=where) for q in queries.values()]
+        requests = [qe.QueryRequest(limit=plan.candidates, query=q, filter=where, params=params.get(name))
+                    for name, q in queries.items()]
         # One batch: the engine plans both stages together and shares the pass over the segments.
         results = shard.query_batch(qe.QueryBatchRequest(requests))
         return {

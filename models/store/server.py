@@ -21,9 +21,11 @@ from qdrant_edge import SparseVector
 from models.store.base import (
     DENSE,
     PAYLOAD_INDEXES,
+    RESCORE_OVERSAMPLING,
     SPARSE,
     Hit,
     ProductPoint,
+    Quantization,
     SearchFilter,
     SearchMode,
     check_tenant,
@@ -78,18 +80,20 @@ class QdrantServerStore:
 
     backend = "qdrant"
 
-    def __init__(self, client: QdrantClient, collection_prefix: str = "") -> None:
+    def __init__(self, client: QdrantClient, collection_prefix: str = "", quantization: Quantization = "none") -> None:
         self.client = client
         self.collection_prefix = collection_prefix
+        self.quantization = quantization
         self._dims: dict[str, int] = {}  # collections known to exist, with their dense dimension
 
     @classmethod
     def from_url(
-        cls, url: str, *, collection_prefix: str = "", api_key: str | None = None, timeout: int = 10
+        cls, url: str, *, collection_prefix: str = "", api_key: str | None = None, timeout: int = 10,
+        quantization: Quantization = "none",
     ) -> QdrantServerStore:
         """Connect to ``url`` (``":memory:"``: an in-process local-mode store) and check it answers."""
         if url == ":memory:":
-            return cls(QdrantClient(":memory:"), collection_prefix)
+            return cls(QdrantClient(":memory:"), collection_prefix, quantization)
         client = QdrantClient(url=url, api_key=api_key, timeout=timeout)
         try:
             client.get_collections()
@@ -99,7 +103,7 @@ class QdrantServerStore:
                 f"Qdrant not reachable at {url} ({e}) — start one (`docker compose -f docker/compose.yaml up -d "
                 "qdrant`), set SHOPRANK_STORE_URL, or use SHOPRANK_STORE_KIND=edge"
             ) from e
-        return cls(client, collection_prefix)
+        return cls(client, collection_prefix, quantization)
 
     def collection(self, tenant: str) -> str:
         """The tenant's collection name."""
@@ -116,9 +120,13 @@ class QdrantServerStore:
         with self._engine(tenant, "create the collection"):
             if not self.client.collection_exists(name):
                 try:
+                    binary = self.quantization == "binary"
                     self.client.create_collection(
                         name,
-                        vectors_config={DENSE: qm.VectorParams(size=dimensions, distance=qm.Distance.COSINE)},
+                        vectors_config={DENSE: qm.VectorParams(size=dimensions, distance=qm.Distance.COSINE,
+                                                               on_disk=True if binary else None)},
+                        quantization_config=qm.BinaryQuantization(binary=qm.BinaryQuantizationConfig(always_ram=True))
+                        if binary else None,
                         sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
                     )
                 except Exception:
@@ -273,8 +281,10 @@ class QdrantServerStore:
     ) -> tuple[dict[str, list[Scored]], dict[str, dict[str, Any]]]:
         requests: dict[str, qm.QueryRequest] = {}
         if plan.dense is not None:
+            rescore = qm.SearchParams(quantization=qm.QuantizationSearchParams(
+                rescore=True, oversampling=RESCORE_OVERSAMPLING)) if self.quantization != "none" else None
             requests[DENSE] = qm.QueryRequest(
-                query=plan.dense, using=DENSE, filter=where, limit=plan.candidates, with_payload=True
+                query=plan.dense, using=DENSE, filter=where, limit=plan.candidates, with_payload=True, params=rescore
             )
         if plan.sparse is not None:
             requests[SPARSE] = qm.QueryRequest(
