@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import orjson
@@ -55,18 +54,19 @@ def main() -> int:
     args = ap.parse_args()
     rev = code_version(REPO / "streams")
     runs: dict[str, Path] = dict(item.split("=", 1) for item in args.from_json)  # type: ignore[misc]
-    with tempfile.TemporaryDirectory() as tmp:
-        for label, extra in (("generated", ["--products", "3000"]),
-                             ("labelled", ["--data", "labelled", "--labelled-dir", args.labelled_dir,
-                                           "--products", "8000"])):
-            if label in runs:
-                continue
-            out = Path(tmp) / f"{label}.json"
-            subprocess.run([sys.executable, "-m", "streams.cli", "simulate", "--events", str(args.events),
-                            "--json-out", str(out), "--plot", str(REPO / "bench" / f"simulate-{label}.png"), *extra],
-                           check=True, cwd=REPO)
-            runs[label] = out
-        rows = [r for label, path in runs.items() for r in _rows(label, orjson.loads(Path(path).read_bytes()), rev)]
+    for label, extra in (("generated", ["--products", "3000"]),
+                         ("labelled", ["--data", "labelled", "--labelled-dir", args.labelled_dir,
+                                       "--products", "8000"])):
+        if label in runs:
+            continue
+        # Kept (ignored by git) so a crash in the second run does not cost the first one.
+        out = REPO / ".shoprank" / "bench" / f"simulate-{label}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "streams.cli", "simulate", "--events", str(args.events),
+                        "--json-out", str(out), "--plot", str(REPO / "bench" / f"simulate-{label}.png"), *extra],
+                       check=True, cwd=REPO)
+        runs[label] = out
+    rows = [r for label, path in runs.items() for r in _rows(label, orjson.loads(Path(path).read_bytes()), rev)]
     for r in rows:
         print(f"{r.metric}: {r.value:.4f} vs {r.baseline:.4f} ({(r.ratio or 0) - 1:+.1%})")
     if not args.no_record:
