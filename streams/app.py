@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,9 @@ import faust
 from streams import faust_compat
 from streams.batching import in_thread
 from streams.catalogue import CataloguePipeline
+from streams.kafka import ensure_topics
 from streams.learning import LearningPipeline
+from streams.logloss import LogLossWatch
 from streams.pixel import PixelPipeline
 from streams.privacy import ForgetList
 from streams.ranking import RankerHub
@@ -22,6 +25,11 @@ from streams.swap import SwapManager
 
 __all__ = ["ShoprankApp", "create_app"]
 
+log = logging.getLogger(__name__)
+
+#: How often a worker checks that shoprank's topics exist (they vanish with a broker's lost log).
+_TOPIC_CHECK_S = 5.0
+
 
 @dataclass
 class ShoprankApp:
@@ -31,6 +39,7 @@ class ShoprankApp:
     settings: Settings
     bootstrap: str
     resources: Resources
+    log_loss: LogLossWatch
     pixel: PixelPipeline
     catalogue: CataloguePipeline
     search: SearchPipeline
@@ -43,7 +52,8 @@ class ShoprankApp:
 
 def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
     """A configured, not yet started Faust app talking to ``bootstrap`` (Kafka protocol only)."""
-    faust_compat.install(fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms)
+    log_loss = LogLossWatch()
+    faust_compat.install(fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms, log_loss=log_loss)
     kafka = settings.kafka
     worker = settings.worker
     app = faust.App(
@@ -69,7 +79,7 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
     )
     rules = RuleBook(app, settings, bootstrap)  # every tenant's rules, whatever partitions this worker holds
     hub: RankerHub | None = None
-    learning = LearningPipeline(app, settings, lambda: hub.learn if hub is not None else None)
+    learning = LearningPipeline(app, settings, lambda: hub.learn if hub is not None else None, log_loss)
     # Engagement counters share the learning agent's table (one ordered changelog with the totals).
     hub = RankerHub(settings, learning.state)
     resources = Resources(settings, rules=rules.rules_for, ranker=hub.get)
@@ -79,7 +89,8 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
         settings=settings,
         bootstrap=bootstrap,
         resources=resources,
-        pixel=PixelPipeline(app, settings, forget),
+        log_loss=log_loss,
+        pixel=PixelPipeline(app, settings, forget, log_loss),
         catalogue=CataloguePipeline(app, settings, lambda: resources.indexer),
         search=SearchPipeline(app, settings, lambda: resources.searcher),
         learning=learning,
@@ -96,6 +107,17 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
     @app.on_before_shutdown.connect
     async def save_rankers(app: faust.App, **_: Any) -> None:
         hub.checkpoint()
+
+    @app.timer(_TOPIC_CHECK_S, name="topic-guard")
+    async def recreate_lost_topics() -> None:
+        """A broker that lost its log lost our topics too: create them again, as the worker did at start."""
+        try:
+            created = await ensure_topics(bootstrap, kafka.topic_prefix, retention_ms=kafka.retention_ms)
+        except Exception as exc:  # noqa: BLE001 - the broker is away; the next check tries again
+            log.debug("topic check failed: %s", exc)
+            return
+        if created:
+            log.warning("topics missing on the broker (did it lose its log?) were created again: %s", created)
 
     @app.task
     async def load_resources() -> None:

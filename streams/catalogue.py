@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
-from models.indexer import CatalogueIndexer
+from models.indexer import CatalogueIndexer, IndexReport
+from models.store.exceptions import DimensionMismatch, InvalidRequest, StoreError
 from schemas import CatalogueUpdate, DecodeError, decode
 from schemas.topics import TOPICS
 from streams import metrics
@@ -25,6 +27,16 @@ log = logging.getLogger(__name__)
 #: Micro-batches: embedding runs at batch speed under load, and a lone update waits at most this long.
 _BATCH_MAX = 256
 _BATCH_WITHIN_S = 0.1
+#: Back-off between attempts to write a batch while the store fails: doubling from the first, capped.
+_RETRY_FIRST_S = 0.5
+_RETRY_MAX_S = 30.0
+
+
+def _store_unavailable(exc: BaseException) -> bool:
+    """Worth retrying: the store failed (disk, permissions, server away), not the request itself."""
+    if isinstance(exc, DimensionMismatch | InvalidRequest):
+        return False  # the same batch would fail the same way: a configuration or data problem
+    return isinstance(exc, StoreError | OSError)
 
 
 @dataclass
@@ -38,6 +50,9 @@ class CatalogueStats:
     #: broker timestamp → searchable, for the newest batch (ms)
     last_freshness_ms: float | None = None
     tenants: set[str] = field(default_factory=set)
+    #: attempts to write a batch that the store refused, and the store's error while it fails (else None)
+    store_retries: int = 0
+    store_error: str | None = None
 
 
 class CataloguePipeline:
@@ -85,8 +100,8 @@ class CataloguePipeline:
             events = {e.message.key.decode(errors="replace"): e for e in batch if e.message.key}
             versions = {k: self.versions.get(k) for k in events}
             try:
-                report = await in_thread(self.indexer.apply, updates, versions)
-            except Exception as exc:  # noqa: BLE001 - the store or model failed: dead-letter, keep serving
+                report, versions = await self._apply(updates, versions)
+            except Exception as exc:  # noqa: BLE001 - the model or the request failed: dead-letter, keep serving
                 log.exception("catalogue batch of %d failed", len(updates))
                 for event in batch:
                     await self.dead.send(event.message, "internal_error", f"{type(exc).__name__}: {exc}")
@@ -107,3 +122,32 @@ class CataloguePipeline:
             if newest:
                 s.last_freshness_ms = round((time.time() - newest) * 1000, 1)
             yield None
+
+    async def _apply(self, updates: list[CatalogueUpdate], versions: dict[str, int | None]
+                     ) -> tuple[IndexReport, dict[str, int | None]]:
+        """Index a batch, retrying with back-off for as long as the store fails.
+
+        The batch's offsets are acknowledged only after this returns, so nothing is committed before
+        the store has the writes (Qdrant Edge: in its write-ahead log); meanwhile the partition waits,
+        its lag grows, and /readyz reports ``store_writable: false``. Each attempt starts from the
+        versions as they were: ``apply`` advances them before it writes.
+        """
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_store_unavailable),
+            wait=wait_exponential(multiplier=_RETRY_FIRST_S, max=_RETRY_MAX_S),
+            before_sleep=self._log_retry,
+            reraise=True,
+        ):
+            with attempt:
+                fresh = dict(versions)
+                report = await in_thread(self.indexer.apply, updates, fresh)
+        self.stats.store_error = None
+        return report, fresh
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        self.stats.store_retries += 1
+        self.stats.store_error = f"{type(exc).__name__}: {exc}"
+        log.warning("catalogue batch not indexed (attempt %d): %s — retrying in %.1f s; its offsets stay "
+                    "uncommitted until the store takes it", state.attempt_number, self.stats.store_error,
+                    state.next_action.sleep if state.next_action else 0.0)

@@ -374,6 +374,9 @@ def main(argv: list[str] | None = None) -> None:
     from streams.cli_privacy import forget_user
 
     cli.add_command(forget_user)
+    from streams.cli_models import register_commands
+
+    register_commands(models)
     try:
         cli.main(args=argv, prog_name="shoprank", standalone_mode=False)
     except click.UsageError as exc:

@@ -13,10 +13,14 @@
   of consecutive offsets it commits, and commits crawl forward an offset or two per interval while
   lag grows. We drop a record whose offset is not past the last one processed (unless Faust has
   seeked since), and keep the acked list free of duplicates and already-committed offsets.
+- A broker that lost its log (the embedded one keeps it in memory only) must not go unnoticed: the
+  consumer's acks, commits, end offsets seen and committed offsets found at assignment feed a
+  :class:`streams.logloss.LogLossWatch`, which reports what was lost and resets the agents' watermarks.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,19 +28,25 @@ from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streams.kafka import end_offsets
+from streams.logloss import LogLossWatch
 
 __all__ = ["install"]
 
 _installed = False
+log = logging.getLogger(__name__)
 
 
 _fetch_max_wait_ms = 1500
+#: The watch of the app built last in this process (one worker app per process).
+_log_loss: LogLossWatch | None = None
 
 
-def install(fetch_max_wait_ms: int | None = None) -> None:
-    global _installed, _fetch_max_wait_ms
+def install(fetch_max_wait_ms: int | None = None, log_loss: LogLossWatch | None = None) -> None:
+    global _installed, _fetch_max_wait_ms, _log_loss
     if fetch_max_wait_ms is not None:
         _fetch_max_wait_ms = fetch_max_wait_ms
+    if log_loss is not None:
+        _log_loss = log_loss
     if _installed:
         return
     thread_cls = faust_aiokafka.AIOKafkaConsumerThread
@@ -61,6 +71,7 @@ def install(fetch_max_wait_ms: int | None = None) -> None:
 
     thread_cls._create_worker_consumer = _create_worker_consumer
     _install_redelivery_guard()
+    _install_log_loss_hooks()
     _installed = True
 
 
@@ -71,7 +82,13 @@ def _install_redelivery_guard() -> None:
 
     async def guarded_getmany(self: Any, timeout: float) -> Any:
         last: dict[Any, int] = self.__dict__.setdefault("_shoprank_last_offset", {})
+        ends_read: set[Any] = set()
         async for tp, message in getmany(self, timeout):
+            if _log_loss is not None and tp not in ends_read:  # once per partition and fetch round
+                ends_read.add(tp)
+                _log_loss.saw_end(tp, self.highwater(tp))
+            if _log_loss is not None:
+                _log_loss.fetched(message)
             read = self._read_offset.get(tp)
             # ``read`` equal to what we last handed over means no seek happened since (a seek sets it
             # to the next offset to read), so an offset at or below it was processed already.
@@ -89,3 +106,41 @@ def _install_redelivery_guard() -> None:
 
     consumer_cls.getmany = guarded_getmany
     consumer_cls._new_offset = deduplicated_new_offset
+
+
+def _install_log_loss_hooks() -> None:
+    consumer_cls = faust_consumer.Consumer
+    ack = consumer_cls.ack
+    commit_offsets = consumer_cls._commit_offsets
+    driver_cls = faust_aiokafka.Consumer
+    seek_to_committed = driver_cls.seek_to_committed
+
+    def watched_ack(self: Any, message: Any) -> bool:
+        done = ack(self, message)
+        if done and _log_loss is not None:
+            _log_loss.acked(message.tp, message.offset, message)
+        return done
+
+    async def watched_commit_offsets(self: Any, offsets: Mapping[Any, int], *args: Any, **kwargs: Any) -> bool:
+        did = await commit_offsets(self, offsets, *args, **kwargs)
+        if did and _log_loss is not None:
+            assigned = self.assignment()
+            _log_loss.did_commit({tp: o for tp, o in offsets.items() if tp in assigned})
+        return did
+
+    async def watched_seek_to_committed(self: Any) -> Mapping[Any, int]:
+        committed = await seek_to_committed(self)
+        if _log_loss is not None:
+            ends: dict[Any, int] = {}
+            suspects = _log_loss.suspects(dict(committed))
+            if suspects:
+                try:
+                    ends = dict(await self.highwaters(*suspects))
+                except Exception:  # noqa: BLE001 - no verdict on those partitions this time
+                    log.warning("could not read end offsets of %s to check for a lost log", suspects)
+            _log_loss.check_committed(dict(committed), ends)
+        return committed
+
+    consumer_cls.ack = watched_ack
+    consumer_cls._commit_offsets = watched_commit_offsets
+    driver_cls.seek_to_committed = watched_seek_to_committed

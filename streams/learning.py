@@ -15,16 +15,18 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import faust
 
 from schemas import AttributedInteraction, DecodeError, decode
 from schemas.topics import TOPICS
+from schemas.interactions import Bucket
 from streams import analytics
 from streams.batching import as_current
 from streams.deadletters import DeadLetterSink, salvage
 from streams.dedupe import BatchedDedupe
+from streams.logloss import LogLossWatch
 from streams.settings import Settings
 
 __all__ = ["LearningPipeline", "Learner"]
@@ -52,7 +54,9 @@ class LearningStats:
 class LearningPipeline:
     AGENT = "learn"
 
-    def __init__(self, app: faust.App, settings: Settings, learner: Callable[[], Learner | None]) -> None:
+    def __init__(self, app: faust.App, settings: Settings, learner: Callable[[], Learner | None],
+                 log_loss: LogLossWatch | None = None) -> None:
+        self.log_loss = log_loss
         self.topic = app.topic(
             settings.topic("interactions"), key_type=bytes, value_type=bytes, key_serializer="raw",
             value_serializer="raw",
@@ -77,6 +81,8 @@ class LearningPipeline:
             touched: dict[str, tuple[dict[str, float], Any]] = {}
             anchors: dict[int, Any] = {}
             now = int(time.time() * 1000)
+            if self.log_loss is not None:
+                self._restart_watermarks(batch)
             for event in batch:
                 message = event.message
                 try:
@@ -123,6 +129,18 @@ class LearningPipeline:
                 self.stats.last_learned_ms = now
             yield None
 
+    def _restart_watermarks(self, batch: list[Any]) -> None:
+        """The broker lost a partition's log (streams.logloss): its offsets start again, so must its totals'."""
+        assert self.log_loss is not None
+        first: dict[int, Any] = {}
+        for event in batch:
+            first.setdefault(event.message.partition, event)
+        for partition in self.log_loss.take(self.topic_name, set(first)):
+            as_current(first[partition])  # the writes go to this partition's changelog
+            for key, totals in list(self.state.items()):
+                if key.startswith("totals|") and key.endswith(f"|{partition}") and totals:
+                    self.state[key] = {**totals, _WATERMARK: -1}
+
     def _maybe_purge(self, anchors: dict[int, Any], now_ms: int, n: int) -> None:
         self._since_purge += n
         if self._since_purge >= _PURGE_EVERY:
@@ -134,13 +152,14 @@ class LearningPipeline:
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.topic_name}
 
     def by_bucket(self, tenant: str) -> dict[str, dict[str, float]]:
-        """Totals per bucket for ``tenant``, summed over the partitions this worker processes."""
+        """Totals per bucket for ``tenant``, summed over the partitions this worker processes.
+
+        Looked up by key, not by scanning the table: it also holds every dedupe record.
+        """
         parts: dict[str, list[dict[str, float]]] = {}
-        active = self._active_partitions()
-        for key, totals in self.state.items():
-            if not key.startswith("totals|") or not totals:
-                continue
-            _, t, bucket, partition = key.split("|")
-            if t == tenant and int(partition) in active:
-                parts.setdefault(bucket, []).append({k: v for k, v in totals.items() if k != _WATERMARK})
+        for bucket in get_args(Bucket):
+            for partition in sorted(self._active_partitions()):
+                totals = self.state.get(f"totals|{tenant}|{bucket}|{partition}")
+                if totals:
+                    parts.setdefault(bucket, []).append({k: v for k, v in totals.items() if k != _WATERMARK})
         return {bucket: analytics.merge(p) for bucket, p in parts.items()}

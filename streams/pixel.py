@@ -10,13 +10,14 @@ from typing import Any
 
 import faust
 
-from schemas import DecodeError, PixelEvent, SearchLog, decode
+from schemas import EVENT_TYPES, DecodeError, PixelEvent, SearchLog, decode
 from schemas.topics import TOPICS
 from streams import metrics
 from streams.attribution_stage import AttributionStage
 from streams.batching import as_current
 from streams.deadletters import DeadLetterSink, salvage
 from streams.dedupe import BatchedDedupe
+from streams.logloss import LogLossWatch
 from streams.privacy import ForgetList
 from streams.settings import Settings
 
@@ -74,8 +75,10 @@ class PixelPipeline:
 
     AGENT = "pixel-validate"
 
-    def __init__(self, app: faust.App, settings: Settings, forget: ForgetList | None = None) -> None:
+    def __init__(self, app: faust.App, settings: Settings, forget: ForgetList | None = None,
+                 log_loss: LogLossWatch | None = None) -> None:
         self.validator = PixelValidator(settings)
+        self.log_loss = log_loss
         self.forget = forget
         self.dedupe_window_ms = int(settings.pixel.dedupe_window_s * 1000)
         partitions = TOPICS["pixel"].partitions
@@ -107,6 +110,8 @@ class PixelPipeline:
             if self.forget is not None:
                 await self.forget.ready()
             metrics.EVENTS.labels(self.AGENT).inc(len(batch))
+            if self.log_loss is not None:
+                self._restart_watermarks(batch)
             counts: dict[str, list[int]] = {}  # count key -> [events, offset of the last one counted]
             last_of_partition: dict[int, Any] = {}
             attributable: list[tuple[Any, PixelEvent | SearchLog]] = []
@@ -137,6 +142,19 @@ class PixelPipeline:
                 self._since_purge = 0
                 self.dedupe.purge(now_ms, self.active_partitions(), last_of_partition)
             yield None
+
+    def _restart_watermarks(self, batch: list[Any]) -> None:
+        """The broker lost a partition's log (streams.logloss): its offsets start again, so must its counts'."""
+        assert self.log_loss is not None
+        first: dict[int, Any] = {}
+        for event in batch:
+            if event.message.topic == self.pixel_topic:
+                first.setdefault(event.message.partition, event)
+        for partition in self.log_loss.take(self.pixel_topic, set(first)):
+            as_current(first[partition])  # the writes go to this partition's changelog
+            for key, value in list(self.state.items()):
+                if key.startswith("count|") and key.endswith(f"|{partition}") and value:
+                    self.state[key] = [value[0], -1]
 
     async def _handle_search(self, event: Any) -> SearchLog | None:
         """A search log from the search agent (trusted producer, still checked)."""
@@ -182,16 +200,15 @@ class PixelPipeline:
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.pixel_topic}
 
     def totals(self) -> dict[str, dict[str, int]]:
-        """Valid events per tenant and type, summed over the partitions this worker processes."""
-        out: dict[str, dict[str, int]] = {}
-        active = self.active_partitions()
-        for key, value in self.state.items():
-            if not key.startswith("count|"):
-                continue
-            _, tenant, etype, partition = key.split("|")
-            if int(partition) not in active:
-                continue
-            per_type = out.setdefault(tenant, {})
-            per_type[etype] = per_type.get(etype, 0) + value[0]
-        return out
+        """Valid events per tenant and type, summed over the partitions this worker processes.
 
+        Looked up by key, not by scanning the table: it also holds every dedupe record and session.
+        """
+        out: dict[str, dict[str, int]] = {}
+        active = sorted(self.active_partitions())
+        for tenant in sorted(self.validator.tenants):
+            for etype in EVENT_TYPES:
+                n = sum((self.state.get(f"count|{tenant}|{etype}|{p}") or [0])[0] for p in active)
+                if n:
+                    out.setdefault(tenant, {})[etype] = n
+        return out

@@ -160,6 +160,11 @@ def register_views(shop: ShoprankApp) -> None:
                                  status=403)
         return view.json({"tenant": tenant, **analytics_summary(shop, tenant)})
 
+    @app.page("/v1/stats/broker")
+    async def broker_stats(view: web.View, request: web.Request) -> web.Response:
+        """Records lost with a broker's log (streams.logloss): per topic, and each partition's reset."""
+        return view.json(shop.log_loss.stats())
+
     @app.page("/v1/stats/models")
     async def model_stats(view: web.View, request: web.Request) -> web.Response:
         """Which model and collection serve each tenant; hot swaps running, done and failed."""
@@ -205,6 +210,7 @@ def _readiness(shop: ShoprankApp) -> dict[str, Any]:
         "rules_loaded": shop.rules.loaded,
         "privacy_loaded": shop.forget.loaded,
         **shop.resources.loaded(),
+        "store_writable": shop.catalogue.stats.store_error is None,
     }
 
 
