@@ -37,7 +37,7 @@ def test_kill_9_repeatedly_loses_nothing_and_counts_nothing_twice(broker: Embedd
         worker.kill()
         worker.start()
 
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 420  # generous: on a loaded 2-core machine recovery after three kills is slow
     want = {t: {k: float(v) for k, v in traffic.totals[t].items()} for t in tenants}
     while True:
         got = {t: {k: float(_learning_totals(worker, t).get(k, 0)) for k in want[t]} for t in tenants}
