@@ -1,4 +1,4 @@
-"""``shoprank models train | list | promote | rollback``: per-tenant fine-tuned embedding models.
+"""``shoprank models train | list | promote | rollback | retrain``: per-tenant fine-tuned embedding models.
 
 ``train`` fine-tunes the bundled MiniLM on a labelled set or on attributed interactions, registers the
 result under ``SHOPRANK_MODELS_DIR/tenants/<tenant>/<version>`` and runs the promotion gate; ``promote``
@@ -191,7 +191,62 @@ def rollback_cmd(ctx: click.Context, tenant: str, reason: str) -> None:
     click.echo(f"{tenant}: {target or 'base model'} serving")
 
 
+@click.command("retrain")
+@click.option("--tenant", "tenants", multiple=True, callback=lambda c, p, v: tuple(_tenant(c, p, t) for t in v),
+              help="Only these tenants (repeatable; default: SHOPRANK_TENANTS).")
+@click.option("--once", is_flag=True, help="One cycle (collect, train what is due) and exit.")
+@click.option("--status", "status_only", is_flag=True,
+              help="Collect, print each tenant's data and whether a run is due, and exit without training.")
+@click.pass_context
+def retrain_cmd(ctx: click.Context, tenants: tuple[str, ...], once: bool, status_only: bool) -> None:
+    """Retrain each tenant's model from its attributed outcomes when due (new data or elapsed time).
+
+    Runs until stopped, checking every SHOPRANK_RETRAIN_CHECK_S; triggers and budget are the
+    SHOPRANK_RETRAIN_* settings. A model that passes the gate is promoted and the workers hot-swap to it.
+    """
+    import asyncio
+    import logging
+    import signal
+    import threading
+
+    from models.exceptions import ModelError
+    from streams.broker import resolve_bootstrap
+    from streams.retrain import CollectReport, Retrainer
+
+    settings = _settings(ctx)
+    bootstrap, _ = resolve_bootstrap(settings.kafka, start_embedded=False)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        retrainer = Retrainer(settings, bootstrap, tenants=tenants or None)
+    except ModelError as exc:
+        raise UserInputError(str(exc)) from None
+    try:
+        if status_only:
+            report = asyncio.run(retrainer.collect())
+            click.echo(f"collected {report.interactions} interactions, {report.catalogue_texts} product texts",
+                       err=True)
+            for tenant, row in retrainer.status().items():
+                click.echo(f"{tenant}: {row['positives']} positives, {row['products']} products, "
+                           f"{row['runs']} runs, last {row['last_version'] or '-'} ({row['last_status'] or '-'}); "
+                           f"{'DUE' if row['due'] else 'not due'}: {row['reason']}")
+            return
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+
+        def report(collected: CollectReport, results: dict[str, dict[str, object]]) -> None:
+            click.echo(f"collected {collected.interactions} interactions, {collected.catalogue_texts} product "
+                       f"texts" + (f", dead letters {collected.dead_letters}" if collected.dead_letters else ""),
+                       err=True)
+            for tenant, r in results.items():
+                click.echo(f"{tenant}: {r.get('version') or '-'} {r['status']} — {r['reason']}")
+
+        retrainer.run(once=once, stop=stop, on_cycle=report)
+    finally:
+        retrainer.close()
+
+
 def register_commands(group: click.Group) -> None:
-    """Add train, list, promote and rollback to the ``shoprank models`` group."""
-    for command in (train_cmd, list_cmd, promote_cmd, rollback_cmd):
+    """Add train, list, promote, rollback and retrain to the ``shoprank models`` group."""
+    for command in (train_cmd, list_cmd, promote_cmd, rollback_cmd, retrain_cmd):
         group.add_command(command)

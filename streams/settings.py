@@ -17,6 +17,7 @@ __all__ = [
     "LogLevel",
     "ModelSettings",
     "PixelSettings",
+    "RetrainSettings",
     "SecuritySettings",
     "Settings",
     "StoreSettings",
@@ -225,6 +226,45 @@ class ModelSettings(_Section):
         return self.dir / self.embedder
 
 
+class RetrainSettings(_Section):
+    """Periodic fine-tuning per tenant (``shoprank models retrain``): triggers and budget."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOPRANK_RETRAIN_", frozen=True, extra="ignore")
+
+    every_hours: float = Field(
+        default=24.0, gt=0, description="SHOPRANK_RETRAIN_EVERY_HOURS: retrain at least this often, given new data.",
+    )
+    min_new: int = Field(
+        default=5_000, ge=1,
+        description="SHOPRANK_RETRAIN_MIN_NEW: new positives (clicks, carts, purchases) that trigger a run at once.",
+    )
+    min_new_on_schedule: int = Field(
+        default=200, ge=0,
+        description="SHOPRANK_RETRAIN_MIN_NEW_ON_SCHEDULE: new positives a scheduled run needs (else it waits).",
+    )
+    min_total: int = Field(
+        default=1_000, ge=1, description="SHOPRANK_RETRAIN_MIN_TOTAL: positives a tenant needs before its first run.",
+    )
+    min_interval_minutes: float = Field(
+        default=60.0, ge=0, description="SHOPRANK_RETRAIN_MIN_INTERVAL_MINUTES: never two runs closer than this.",
+    )
+    check_s: float = Field(default=60.0, gt=0, description="SHOPRANK_RETRAIN_CHECK_S: how often triggers are checked.")
+    max_minutes: float = Field(
+        default=30.0, gt=0, description="SHOPRANK_RETRAIN_MAX_MINUTES: time budget of one training run.",
+    )
+    max_steps: int | None = Field(
+        default=None, ge=1, description="SHOPRANK_RETRAIN_MAX_STEPS: step budget of one run (unset: epochs decide).",
+    )
+    epochs: int = Field(default=1, ge=1, description="SHOPRANK_RETRAIN_EPOCHS.")
+    min_gain: float = Field(
+        default=0.01,
+        description="SHOPRANK_RETRAIN_MIN_GAIN: relative NDCG@10 gain over serving needed on every held-out split.",
+    )
+    half_life_days: float = Field(
+        default=30.0, gt=0, description="SHOPRANK_RETRAIN_HALF_LIFE_DAYS: older outcomes weigh less in training.",
+    )
+
+
 class StoreSettings(_Section):
     """The vector store: Qdrant Edge in-process (default) or a Qdrant server."""
 
@@ -256,6 +296,7 @@ class Settings(_Section):
     attribution: AttributionSettings = Field(default_factory=AttributionSettings)
     ranker: RankerSettings = Field(default_factory=RankerSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
 
     @field_validator("tenants", mode="before")

@@ -88,3 +88,16 @@ def test_dashboard_queries_only_metrics_the_workers_export() -> None:
                    "index_points", "consumer_group_status"):
         assert any(wanted in m for m in used), f"no panel shows {wanted}"
     assert {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]} == {"shoprank-prometheus"}
+
+
+def test_retrainer_shares_the_workers_models_and_can_write_them() -> None:
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    services = compose["services"]
+    trainer = services["retrainer"]
+    assert trainer["command"] == ["models", "retrain"] and trainer["build"]["args"]["EXTRAS"] == "[train]"
+    [mount] = [v for v in trainer["volumes"] if v["target"] == trainer["environment"]["SHOPRANK_MODELS_DIR"]]
+    assert not mount.get("read_only") and mount["source"] == "../.shoprank/models"
+    worker_mounts = {v["source"] for v in services["worker-1"]["volumes"] if isinstance(v, dict)}
+    assert mount["source"] in worker_mounts  # the pointer it moves is the one the workers watch
+    assert trainer["environment"]["SHOPRANK_TENANTS"] == services["worker-1"]["environment"]["SHOPRANK_TENANTS"]
+    assert 'ARG EXTRAS' in (DOCKER / "Dockerfile").read_text()

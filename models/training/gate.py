@@ -20,7 +20,7 @@ from models.embedder import Embedder, OnnxEmbedder
 from models.training.data import Example, normalise_query
 from models.training.registry import promote, read_version, serving_version, update_version, version_dir
 
-__all__ = ["GateConfig", "GateResult", "decide", "retrieval_ndcg", "run_gate", "score_splits"]
+__all__ = ["GateConfig", "GateResult", "decide", "rerank_ndcg", "retrieval_ndcg", "run_gate", "score_splits"]
 
 _METRIC = "nDCG@10"
 
@@ -42,11 +42,13 @@ class GateResult:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def retrieval_ndcg(embedder: Embedder, examples: Sequence[Example], *, depth: int = 100) -> float:
-    """NDCG@10 of ``embedder`` retrieving, for each query with a positive, from every product in ``examples``."""
+def retrieval_ndcg(embedder: Embedder, examples: Sequence[Example], *, depth: int = 100,
+                   distractors: Mapping[str, str] | None = None) -> float:
+    """NDCG@10 of ``embedder`` retrieving, for each query with a positive, from every product in ``examples``
+    (plus ``distractors``, product id → text, unjudged: a bigger haystack, as a real catalogue is)."""
     import ir_measures
 
-    texts: dict[str, str] = {}
+    texts: dict[str, str] = dict(distractors or {})
     qrels: dict[str, dict[str, int]] = {}
     qtext: dict[str, str] = {}
     for e in examples:
@@ -67,6 +69,33 @@ def retrieval_ndcg(embedder: Embedder, examples: Sequence[Example], *, depth: in
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         for row, q in enumerate(queries[start : start + 512]):
             run += [ir_measures.ScoredDoc(q, ids[i], float(scores[row, i])) for i in top[row]]
+    measure = ir_measures.parse_measure(_METRIC)
+    judged = [ir_measures.Qrel(q, p, g) for q in queries for p, g in qrels[q].items()]
+    return float(ir_measures.calc_aggregate([measure], judged, run).get(measure, 0.0))
+
+
+def rerank_ndcg(embedder: Embedder, examples: Sequence[Example]) -> float:
+    """NDCG@10 of ``embedder`` re-ranking each query's own judged products (the re-ranking mode of
+    ``shoprank eval``): how well it orders candidates that retrieval already found."""
+    import ir_measures
+
+    texts: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    qtext: dict[str, str] = {}
+    for e in examples:
+        texts[e.product_id] = e.text
+        q = normalise_query(e.query)
+        qtext.setdefault(q, e.query)
+        qrels.setdefault(q, {})[e.product_id] = max(qrels.get(q, {}).get(e.product_id, 0), e.grade)
+    queries = sorted(q for q, judged in qrels.items() if any(g > 0 for g in judged.values()))
+    if not queries:
+        raise ValueError("no held-out query has a positive: nothing to score")
+    ids = sorted(texts)
+    where = {p: i for i, p in enumerate(ids)}
+    docs = embedder.embed([texts[p] for p in ids])
+    qv = embedder.embed([qtext[q] for q in queries])
+    run = [ir_measures.ScoredDoc(q, p, float(qv[row] @ docs[where[p]]))
+           for row, q in enumerate(queries) for p in qrels[q]]
     measure = ir_measures.parse_measure(_METRIC)
     judged = [ir_measures.Qrel(q, p, g) for q in queries for p, g in qrels[q].items()]
     return float(ir_measures.calc_aggregate([measure], judged, run).get(measure, 0.0))
