@@ -5,7 +5,7 @@ Runs what ``shoprank models train --labelled DIR --split query`` runs (models.tr
 rest for ``--max-minutes`` on the CPU, exported with the ONNX parity check, and the gate scores both
 models on the held-out queries (retrieval over the products judged in that split). Both models are
 then scored in the two modes of ``shoprank eval`` on the same novel queries: retrieval from a larger
-haystack (the split's judged products plus random others, ``--haystack`` in all) and re-ranking of
+haystack (the split's judged products plus ``--distractors`` random others) and re-ranking of
 each query's own judged products. The baseline of each NDCG row is the base model in the same run. Goal: at least +10% on novel queries, training under
 30 minutes on 2 cores.
 
@@ -33,7 +33,8 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "homedepot-dev")
     ap.add_argument("--max-minutes", type=float, default=4.0)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--haystack", type=int, default=5000, help="Products retrieved from in the retrieval mode.")
+    ap.add_argument("--distractors", type=int, default=5000,
+                    help="Random unjudged products added to the retrieval mode's haystack.")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
 
@@ -66,8 +67,7 @@ def main() -> int:
         held = result.splits.tests["query"]
         judged = {e.product_id for e in held}
         others = sorted(p.product_id for p in data.products if p.product_id not in judged)
-        extra = max(0, args.haystack - len(judged))
-        picked = set(random.Random(0).sample(others, min(extra, len(others))))
+        picked = set(random.Random(0).sample(others, min(args.distractors, len(others))))
         distractors = {p.product_id: product_text(p) for p in data.products if p.product_id in picked}
         modes = {}
         for name, model_dir in (("fine-tuned", version_dir(Path(tmp) / "models", "bench", result.manifest.version)),

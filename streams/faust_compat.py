@@ -71,6 +71,7 @@ def install(fetch_max_wait_ms: int | None = None, log_loss: LogLossWatch | None 
 
     thread_cls._create_worker_consumer = _create_worker_consumer
     _install_redelivery_guard()
+    _install_seek_fence()
     _install_log_loss_hooks()
     _installed = True
 
@@ -82,6 +83,7 @@ def _install_redelivery_guard() -> None:
 
     async def guarded_getmany(self: Any, timeout: float) -> Any:
         last: dict[Any, int] = self.__dict__.setdefault("_shoprank_last_offset", {})
+        held: dict[Any, int] = self.__dict__.setdefault("_shoprank_held", {})
         ends_read: set[Any] = set()
         async for tp, message in getmany(self, timeout):
             if _log_loss is not None and tp not in ends_read:  # once per partition and fetch round
@@ -89,6 +91,11 @@ def _install_redelivery_guard() -> None:
                 _log_loss.saw_end(tp, self.highwater(tp))
             if _log_loss is not None:
                 _log_loss.fetched(message)
+            if self.__dict__.get("_shoprank_seeking") and not self._is_changelog_tp(tp):
+                # Fetched while perform_seek runs (see _install_seek_fence): not handed over now;
+                # fenced_perform_seek rewinds to the first of them once the seek is complete.
+                held[tp] = min(held.get(tp, message.offset), message.offset)
+                continue
             read = self._read_offset.get(tp)
             # ``read`` equal to what we last handed over means no seek happened since (a seek sets it
             # to the next offset to read), so an offset at or below it was processed already.
@@ -106,6 +113,42 @@ def _install_redelivery_guard() -> None:
 
     consumer_cls.getmany = guarded_getmany
     consumer_cls._new_offset = deduplicated_new_offset
+
+
+def _install_seek_fence() -> None:
+    """No record is processed while the consumer seeks its stream partitions to their committed offsets.
+
+    Faust's recovery resumes the stream partitions *before* ``perform_seek`` (faust/tables/recovery.py,
+    ``_resume_streams`` and ``on_recovery_completed``), so the fetcher can hand over records while the
+    seek is in flight; perform_seek then overwrites the read and committed offsets those records were
+    processed against. Measured on the embedded broker: a worker restarted onto a backlog processed the
+    records, lost their acks, and never committed past them again (lag frozen, some events never
+    counted). The fence holds such records back and, once the seek is done, rewinds each partition to
+    the first record held, so they are read again in a consistent state.
+    """
+    consumer_cls = faust_consumer.Consumer
+    perform_seek = consumer_cls.perform_seek
+
+    async def fenced_perform_seek(self: Any) -> None:
+        held: dict[Any, int] = self.__dict__.setdefault("_shoprank_held", {})
+        self.__dict__["_shoprank_seeking"] = True
+        try:
+            await perform_seek(self)
+        finally:
+            self.__dict__["_shoprank_seeking"] = False
+            self.__dict__.setdefault("_shoprank_last_offset", {}).clear()  # a seek happened: see the guard
+        rewind, held_now = {}, dict(held)
+        held.clear()
+        assigned = self.assignment()
+        for tp, first in held_now.items():
+            if tp in assigned:
+                committed = self._committed_offset.get(tp)
+                rewind[tp] = max(first, committed) if committed is not None else first
+        for tp, offset in rewind.items():
+            log.info("re-reading %s from %d: records fetched during the seek were held back", tp, offset)
+            await self.seek(tp, offset)
+
+    consumer_cls.perform_seek = fenced_perform_seek
 
 
 def _install_log_loss_hooks() -> None:
