@@ -15,8 +15,13 @@ How an outcome finds its search, in order:
 
 The searches topic and the pixel topic are read by one consumer but are two topics, so a click can
 arrive before the log of the search it names. Such an event waits in the session (``pending``) for up
-to ``late_grace_ms``; when its search arrives it is attributed, when the grace runs out it falls back
-to rules 2–3 or is reported unattributed. Interaction ids derive from the source event id, so a
+to ``late_grace_ms`` of the worker's own clock, counted from when the worker parked it (not from the
+event's timestamp: a worker catching up on a backlog, after a restart or behind a burst, handles events
+minutes after they happened, and their searches are right behind them in the other topic); when its
+search arrives it is attributed, when the grace runs out it falls back to rules 2–3 or is reported
+unattributed. The attribution window is event time (a search is forgotten once the session's newest
+event is ``window_ms`` past it), idleness worker time (a session nobody touched for ``window_ms`` is
+dropped whole), so the outcome of a replay does not depend on how late it runs. Interaction ids derive from the source event id, so a
 replayed event yields the same ids and the learner downstream drops the repeat. A results page shown
 becomes one ``impression`` interaction listing its items.
 """
@@ -56,7 +61,8 @@ class Attributed:
 
 
 def new_session() -> Session:
-    return {"searches": {}, "clicks": {}, "pending": [], "last_ts": 0}
+    # last_ts: the newest event time seen; seen: the worker's clock when the session was last touched.
+    return {"searches": {}, "clicks": {}, "pending": [], "last_ts": 0, "seen": 0}
 
 
 def user_hasher(secret: str) -> Callable[[str | None], str | None]:
@@ -75,6 +81,10 @@ def _event_ts(ev: PixelEvent) -> int:
     return ev.server_ts if ev.server_ts is not None else ev.client_ts
 
 
+def _touch(state: Session, now_ms: int) -> None:
+    state["seen"] = max(state.get("seen", 0), now_ms)
+
+
 class Attributor:
     def __init__(self, config: AttributionConfig, hash_user: Callable[[str | None], str | None]) -> None:
         self.config = config
@@ -82,8 +92,12 @@ class Attributor:
 
     # -- inputs ---------------------------------------------------------------------------------
 
-    def add_search(self, state: Session, log: SearchLog) -> Attributed:
-        """Remember what a search showed; attribute events that were waiting for it."""
+    def add_search(self, state: Session, log: SearchLog, now_ms: int | None = None) -> Attributed:
+        """Remember what a search showed; attribute events that were waiting for it.
+
+        ``now_ms``: the worker's clock as it handles the log (default: the log's own time).
+        """
+        _touch(state, log.answered_at if now_ms is None else now_ms)
         searches: dict[str, Any] = state["searches"]
         searches[log.search_id] = {
             "q": log.query,
@@ -101,23 +115,30 @@ class Attributor:
         if waiting:
             state["pending"] = [p for p in state["pending"] if p["event"].get("search_id") != log.search_id]
             for p in sorted(waiting, key=lambda p: p["event"]["client_ts"]):
-                out.extend(self._attribute(state, validate(PixelEvent, p["event"]), final=True))
+                out.extend(self._attribute(state, validate(PixelEvent, p["event"]), park_at=None))
         return out
 
-    def add_event(self, state: Session, ev: PixelEvent) -> Attributed:
-        """Attribute one validated, deduplicated pixel event (or park it until its search arrives)."""
+    def add_event(self, state: Session, ev: PixelEvent, now_ms: int | None = None) -> Attributed:
+        """Attribute one validated, deduplicated pixel event (or park it until its search arrives).
+
+        ``now_ms``: the worker's clock as it handles the event (default: the event's own time); a parked
+        event waits ``late_grace_ms`` from then.
+        """
         state["last_ts"] = max(state["last_ts"], _event_ts(ev))
-        return self._attribute(state, ev, final=False)
+        now = _event_ts(ev) if now_ms is None else now_ms
+        _touch(state, now)
+        return self._attribute(state, ev, park_at=now)
 
     def expire(self, state: Session, now_ms: int) -> Attributed:
-        """Settle events whose grace ran out; forget searches and clicks older than the window."""
+        """Settle events whose grace ran out (worker clock ``now_ms``); forget searches and clicks that are
+        more than the window older than the session's newest event."""
         out = Attributed()
         due = [p for p in state["pending"] if now_ms - p["since"] >= self.config.late_grace_ms]
         if due:
             state["pending"] = [p for p in state["pending"] if now_ms - p["since"] < self.config.late_grace_ms]
             for p in due:
-                out.extend(self._attribute(state, validate(PixelEvent, p["event"]), final=True))
-        horizon = now_ms - self.config.window_ms
+                out.extend(self._attribute(state, validate(PixelEvent, p["event"]), park_at=None))
+        horizon = state["last_ts"] - self.config.window_ms
         state["searches"] = {s: v for s, v in state["searches"].items() if v["ts"] >= horizon}
         state["clicks"] = {
             pid: kept for pid, cs in state["clicks"].items() if (kept := [c for c in cs if c[1] >= horizon])
@@ -126,18 +147,20 @@ class Attributor:
 
     @staticmethod
     def is_idle(state: Session, now_ms: int, window_ms: int) -> bool:
-        return not state["pending"] and now_ms - state["last_ts"] > window_ms
+        """Nothing waits and the worker has not touched the session for ``window_ms`` (its clock)."""
+        return not state["pending"] and now_ms - state.get("seen", state["last_ts"]) > window_ms
 
     # -- attribution ----------------------------------------------------------------------------
 
-    def _attribute(self, state: Session, ev: PixelEvent, *, final: bool) -> Attributed:
+    def _attribute(self, state: Session, ev: PixelEvent, *, park_at: int | None) -> Attributed:
+        """Credit ``ev``; one naming a search not seen yet is parked at ``park_at`` (None: settle it now)."""
         out = Attributed()
         if ev.type == "page_view":
             return out
         searches = state["searches"]
         sid = ev.search_id
-        if sid is not None and sid not in searches and not final:
-            self._park(state, ev)
+        if sid is not None and sid not in searches and park_at is not None:
+            self._park(state, ev, park_at)
             return out
         ts = _event_ts(ev)
         if ev.type == "impression":
@@ -184,11 +207,11 @@ class Attributor:
             out.interactions.append(self._make(ev, s, entry, pid, position, ev.type, iid, how, credit))
         return out
 
-    def _park(self, state: Session, ev: PixelEvent) -> None:
+    def _park(self, state: Session, ev: PixelEvent, now_ms: int) -> None:
         pending = state["pending"]
         if len(pending) >= self.config.max_pending:
             pending.pop(0)  # bounded: the oldest waits no longer (it is settled at the next expire)
-        pending.append({"since": _event_ts(ev), "event": ev.model_dump(mode="json", exclude_none=True)})
+        pending.append({"since": now_ms, "event": ev.model_dump(mode="json", exclude_none=True)})
 
     def _clicked_searches(self, state: Session, pid: str, ts: int) -> list[str]:
         """Distinct searches whose click on ``pid`` happened within the window before ``ts``, oldest first."""

@@ -74,6 +74,7 @@ class AttributionStage:
         """Attribute a batch of validated pixel events and search logs, in their arrival order."""
         touched: dict[str, tuple[dict[str, Any], Any]] = {}
         produced = Attributed()
+        now = int(time.time() * 1000)
         for event, record in items:
             key = f"{self.PREFIX}{record.tenant}:{record.session_id}"
             state = touched[key][0] if key in touched else (self.sessions.get(key) or new_session())
@@ -82,9 +83,9 @@ class AttributionStage:
             self._anchor[event.message.partition] = event
             if isinstance(record, SearchLog):
                 self.stats.searches_logged += 1
-                produced.extend(self.attributor.add_search(state, record))
+                produced.extend(self.attributor.add_search(state, record, now))
             else:
-                produced.extend(self.attributor.add_event(state, record))
+                produced.extend(self.attributor.add_event(state, record, now))
         for key, (state, event) in touched.items():
             as_current(event)
             self.sessions[key] = state

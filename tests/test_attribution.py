@@ -92,8 +92,31 @@ def test_expire_forgets_searches_and_clicks_past_the_window() -> None:
     a.add_search(st, _log("q1", ["p1"], T0))
     a.add_event(st, _ev("c1", "click", T0 + 1, search_id="q1", product_id="p1"))
     a.expire(st, T0 + 2_000)
+    assert list(st["searches"]) == ["q1"], "the window runs on event time: nothing newer happened in the session"
+    assert not Attributor.is_idle(st, T0 + 1_000, 1_000)
+    a.add_event(st, _ev("v1", "page_view", T0 + 1_500))
+    a.expire(st, T0 + 2_000)
     assert st["searches"] == {} and st["clicks"] == {}
-    assert Attributor.is_idle(st, T0 + 3_000, 1_000)
+    assert Attributor.is_idle(st, T0 + 2_501, 1_000) and not Attributor.is_idle(st, T0 + 2_500, 1_000)
+
+
+def test_a_backlog_handled_late_is_attributed_as_if_handled_live() -> None:
+    """A worker catching up (after a restart, behind a burst) handles events long after they happened,
+    and the pixel and searches topics in any interleaving: the grace runs on the worker's clock from
+    when it parked the event, so a click handled before its search log still meets it."""
+    a, st = _attributor(late_grace_ms=1_000, window_ms=60_000), new_session()
+    now = T0 + 3_600_000  # an hour after the session happened
+    early = a.add_event(st, _ev("c1", "click", T0 + 10, search_id="q1", product_id="p3"), now)
+    assert early.interactions == [] and len(st["pending"]) == 1
+    assert a.expire(st, now + 999).unattributed == [], "it waits its grace from when it was parked"
+    out = a.add_search(st, _log("q1", ["p1", "p3"], T0), now + 500)
+    assert [(i.search_id, i.product_id) for i in out.interactions] == [("q1", "p3")]
+    a.expire(st, now + 5_000)
+    assert list(st["searches"]) == ["q1"], "an hour-old search stays while the session's events are that old"
+    buy = a.add_event(st, _ev("b1", "purchase", T0 + 20, product_id="p3"), now + 5_000).interactions
+    assert [(i.search_id, i.attributed_by) for i in buy] == [("q1", "click_chain")]
+    late = a.add_event(st, _ev("x1", "click", T0 + 10, search_id="gone", product_id="p9"), now + 6_000)
+    assert late.unattributed == [] and a.expire(st, now + 7_000).unattributed[0][1] == "unknown_search"
 
 
 def test_session_state_stays_bounded() -> None:
