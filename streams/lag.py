@@ -361,16 +361,21 @@ class LagProbe:
 
     @staticmethod
     async def _states(admin: AIOKafkaAdminClient, groups: Sequence[str]) -> dict[str, tuple[str, int]]:
-        """Group → (state, member count) from DescribeGroups; empty when the broker cannot say."""
-        try:
-            responses = await admin.describe_consumer_groups(list(groups))
-        except KafkaError as exc:
-            log.warning("DescribeGroups failed (%s); group states unknown", exc)
-            return {}
+        """Group → (state, member count) from DescribeGroups; a group the broker cannot describe is left out.
+
+        One request per group: the embedded broker now and then sends a DescribeGroups answer aiokafka
+        cannot decode (seen for a group whose last member had gone), which would hide every group's state.
+        """
         out: dict[str, tuple[str, int]] = {}
-        for resp in responses:
-            for g in resp.groups:
-                error_code, group_id, state, _ptype, _proto, members = g[:6]
-                if error_code == 0:
-                    out[group_id] = (state, len(members))
+        for name in groups:
+            try:
+                responses = await admin.describe_consumer_groups([name])
+            except KafkaError as exc:
+                log.warning("DescribeGroups failed for %s (%s); its state is unknown", name, exc)
+                continue
+            for resp in responses:
+                for g in resp.groups:
+                    error_code, group_id, state, _ptype, _proto, members = g[:6]
+                    if error_code == 0:
+                        out[group_id] = (state, len(members))
         return out
