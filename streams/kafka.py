@@ -1,4 +1,8 @@
-"""Small helpers over aiokafka: reachability, topic creation, producing and reading."""
+"""Small helpers over aiokafka: reachability, topic creation, producing and reading.
+
+Importing it installs :mod:`streams.fetchwait` for every aiokafka consumer in the process: every module
+of ours that reads from Kafka imports this one.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,9 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from schemas.topics import TOPICS, TopicSpec
+from streams import fetchwait
+
+fetchwait.install()
 
 __all__ = ["broker_answers", "ensure_topics", "describe_topics", "end_offsets", "producer", "read_topic"]
 

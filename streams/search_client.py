@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from schemas import SearchRequest, SearchResult, decode, encode
 from schemas.exceptions import DecodeError
+from streams import kafka as _kafka  # noqa: F401 - installs the adaptive fetch wait (streams.fetchwait)
 from streams.exceptions import ShoprankError
 
 __all__ = ["SearchClient", "SearchTimeout"]
