@@ -129,11 +129,12 @@ class Attributor:
         _touch(state, now)
         return self._attribute(state, ev, park_at=now)
 
-    def expire(self, state: Session, now_ms: int) -> Attributed:
-        """Settle events whose grace ran out (worker clock ``now_ms``); forget searches and clicks that are
-        more than the window older than the session's newest event."""
+    def expire(self, state: Session, now_ms: int, *, settle: bool = True) -> Attributed:
+        """Settle events whose grace ran out (worker clock ``now_ms``; not when ``settle`` is false: the
+        searches they wait for may still be in the backlog); forget searches and clicks that are more than
+        the window older than the session's newest event."""
         out = Attributed()
-        due = [p for p in state["pending"] if now_ms - p["since"] >= self.config.late_grace_ms]
+        due = [p for p in state["pending"] if settle and now_ms - p["since"] >= self.config.late_grace_ms]
         if due:
             state["pending"] = [p for p in state["pending"] if now_ms - p["since"] < self.config.late_grace_ms]
             for p in due:

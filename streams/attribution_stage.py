@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from schemas import PixelEvent, SearchLog, encode
 from streams.attribution import Attributed, AttributionConfig, Attributor, new_session, user_hasher
@@ -64,6 +65,9 @@ class AttributionStage:
             settings.topic("interactions"), key_type=bytes, value_type=bytes, key_serializer="raw",
             value_serializer="raw",
         )
+        self.searches_topic = settings.topic("searches")
+        #: Per partition: the next offset of the searches topic after the last search log handled here.
+        self._searches_next: dict[int, int] = {}
         self.stats = AttributionStats()
         #: The last event seen per source partition: the sweep writes a session back to its own
         #: partition's changelog by naming one (see streams.batching.as_current).
@@ -83,6 +87,8 @@ class AttributionStage:
             self._anchor[event.message.partition] = event
             if isinstance(record, SearchLog):
                 self.stats.searches_logged += 1
+                p = event.message.partition
+                self._searches_next[p] = max(self._searches_next.get(p, 0), event.message.offset + 1)
                 produced.extend(self.attributor.add_search(state, record, now))
             else:
                 produced.extend(self.attributor.add_event(state, record, now))
@@ -91,10 +97,29 @@ class AttributionStage:
             self.sessions[key] = state
         await self._emit(produced)
 
+    def searches_caught_up(self, partition: int) -> bool:
+        """Whether this worker has handled the searches partition to its end (the fetcher's high-watermark).
+
+        While it has not (a restart, a burst), an event waiting for its search is not given up on: its
+        search log may be right behind, in the backlog. Grace is for searches that never come.
+        """
+        tp = TP(self.searches_topic, partition)
+        consumer = self.app.consumer
+        try:
+            end = consumer.highwater(tp)
+        except AssertionError:  # not assigned here (a rebalance under way): nothing to wait for here
+            return True
+        if end is None:
+            return True  # nothing fetched from it yet that says otherwise
+        committed = consumer._committed_offset.get(tp)  # noqa: SLF001 - Faust keeps no public view
+        position = max(self._searches_next.get(partition, 0), committed or 0)
+        return position >= end
+
     async def sweep(self) -> None:
         """Settle events whose grace ran out and forget idle sessions, on the partitions held here."""
         now = int(time.time() * 1000)
         assigned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.pixel_topic}
+        settle = {p: self.searches_caught_up(p) for p in assigned}
         produced = Attributed()
         for key, state in list(self.sessions.items()):
             if not key.startswith(self.PREFIX):
@@ -103,7 +128,7 @@ class AttributionStage:
             if p not in assigned or p not in self._anchor:
                 continue
             had = (len(state["pending"]), len(state["searches"]), len(state["clicks"]))
-            produced.extend(self.attributor.expire(state, now))
+            produced.extend(self.attributor.expire(state, now, settle=settle[p]))
             as_current(self._anchor[p])
             if Attributor.is_idle(state, now, self.config.window_ms):
                 del self.sessions[key]
