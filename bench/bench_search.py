@@ -55,6 +55,7 @@ from streams.broker import EmbeddedBroker
 from streams.kafka import ensure_topics, producer
 from streams.samples import generate_catalogue
 from streams.search_client import SearchClient, SearchTimeout
+from streams.settings import KafkaSettings
 from streams.supervise import WorkerProcess, free_port
 
 BENCHMARK = "bench_search"
@@ -647,7 +648,9 @@ def main() -> int:
         def load_note(res: LoadResult, floor_res: LoadResult, floor_what: str) -> str:
             drained = (f"; worker backlog drained {figures['drain_s']:.1f} s after the phase"
                        if res is kafka else "")
-            return (f"{n} generated products indexed (edge store, base MiniLM fp32); open loop {rps:g} rps x {secs:g} s, "
+            wait_ms = KafkaSettings().fetch_max_wait_ms  # what the worker reads from the same environment
+            return (f"{n} generated products indexed (edge store, base MiniLM fp32, worker fetch wait {wait_ms} ms); "
+                    f"open loop {rps:g} rps x {secs:g} s, "
                     f"latency from scheduled send; {res.ok}/{res.scheduled} ok, achieved {res.achieved_rps:.1f} rps, "
                     f"errors {res.errors}, timeouts {res.timeouts} (>{args.timeout_s:g} s; percentiles over answered "
                     f"requests only), dropped {res.dropped}{drained}; "

@@ -110,7 +110,7 @@ class AttributionStage:
         except AssertionError:  # not assigned here (a rebalance under way): nothing to wait for here
             return True
         if end is None:
-            return True  # nothing fetched from it yet that says otherwise
+            return False  # not fetched since (re)start: its backlog is unknown yet, the next fetch tells
         committed = consumer._committed_offset.get(tp)  # noqa: SLF001 - Faust keeps no public view
         position = max(self._searches_next.get(partition, 0), committed or 0)
         return position >= end
