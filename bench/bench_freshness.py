@@ -5,8 +5,9 @@ catalogue. Each trial: search, pick the product at rank 3, note its place and ra
 probe page and the ranker version serving it, publish the impression and a click and purchase on that
 product (as the pixel would), then probe again every 20 ms until the serving ranker has learned all three
 (its version counts interactions learned) and the product's place or score on the page has moved; the
-latency is publish → first changed result. A trial with no change within 30 s is reported as missed. The baseline, measured
-in the same run, is the bare broker hop: produce one record → a plain aiokafka consumer receives it.
+latency is publish → first changed result. A trial with no change within 30 s is reported as missed.
+The baseline, measured in the same run, is the bare broker hop: produce one record → a plain aiokafka
+consumer receives it.
 
 Usage: python bench/bench_freshness.py [--trials 60] [--no-record]
 """

@@ -14,16 +14,17 @@ How an outcome finds its search, in order:
    ``attributed_by="session_window"``.
 
 The searches topic and the pixel topic are read by one consumer but are two topics, so a click can
-arrive before the log of the search it names. Such an event waits in the session (``pending``) for up
-to ``late_grace_ms`` of the worker's own clock, counted from when the worker parked it (not from the
-event's timestamp: a worker catching up on a backlog, after a restart or behind a burst, handles events
-minutes after they happened, and their searches are right behind them in the other topic); when its
-search arrives it is attributed, when the grace runs out it falls back to rules 2–3 or is reported
-unattributed. The attribution window is event time (a search is forgotten once the session's newest
-event is ``window_ms`` past it), idleness worker time (a session nobody touched for ``window_ms`` is
-dropped whole), so the outcome of a replay does not depend on how late it runs. Interaction ids derive from the source event id, so a
-replayed event yields the same ids and the learner downstream drops the repeat. A results page shown
-becomes one ``impression`` interaction listing its items.
+arrive before the log of the search it names. Such an event waits in the session (``pending``): when
+its search arrives it is attributed; when ``late_grace_ms`` has passed on the worker's clock since it
+was parked, it falls back to rules 2–3 or is reported unattributed. The grace is worker time, not event
+time, because a worker catching up on a backlog (after a restart, behind a burst) handles events long
+after they happened, with their searches right behind them in the other topic; the agent also holds
+the grace back until the searches partition is read to its end (streams.attribution_stage). The window
+is event time (a search is forgotten once the session's newest event is ``window_ms`` past it) and
+idleness worker time (a session untouched for ``window_ms`` is dropped), so a replay attributes what
+a live run did. Interaction ids derive from the source event id, so a replayed event yields the same
+ids and the learner downstream drops the repeat. A results page shown becomes one ``impression``
+interaction listing its items.
 """
 
 from __future__ import annotations

@@ -80,9 +80,10 @@ def _adapt(fetcher: Any, assignment: Any, asked: dict[TopicPartition, int]) -> N
         if grown != wait:
             fetcher._fetch_max_wait_ms = grown  # noqa: SLF001 - read for every fetch request it builds
             warned = state.setdefault("_shoprank_warned", False)
-            state["_shoprank_warned"] = True
-            log.log(logging.INFO if warned else logging.WARNING, "the broker answered a fetch with no records although it has some (a partition of "
-                    "many small record batches on the embedded broker?): fetch wait %d -> %d ms", wait, grown)
+            state["_shoprank_warned"] = True  # said once loudly per consumer, then quietly
+            log.log(logging.INFO if warned else logging.WARNING,
+                    "the broker answered a fetch with no records although it has some (a partition of many small "
+                    "record batches on the embedded broker?): fetch wait %d -> %d ms", wait, grown)
     elif brought and wait > floor:
         fed = state.get("_shoprank_fed", 0) + 1
         state["_shoprank_fed"] = fed
