@@ -272,6 +272,15 @@ def test_filter_returns_exactly_matching_products(
 # -- modes -----------------------------------------------------------------------------------
 
 
+def test_search_hits_leave_the_embedded_text_out_and_payloads_keep_it(demo: VectorStore) -> None:
+    pt = point(CATALOGUE[4])
+    demo.upsert(TENANT, [ProductPoint(pt.product_id, pt.dense, pt.text, {**pt.payload, "text": pt.text})])
+    hit = next(h for h in search(demo, CATALOGUE[4][1]) if h.product_id == pt.product_id)
+    assert "text" not in hit.payload and hit.payload["title"] == CATALOGUE[4][1]
+    assert hit.payload.keys() == pt.payload.keys()
+    assert demo.payloads(TENANT, [pt.product_id])[pt.product_id]["text"] == pt.text  # what a hot swap reads
+
+
 def test_rare_token_ranks_its_product_first(demo: VectorStore) -> None:
     for mode in ("keyword", "hybrid"):
         hits = search(demo, "XJ-9000", mode=mode)

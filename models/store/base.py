@@ -50,6 +50,10 @@ PAYLOAD_INDEXES: dict[str, Literal["keyword", "float", "integer"]] = {
     "in_stock": "integer",
 }
 
+#: Payload fields search hits leave out: the embedded text (up to about 1 KB a product) is read only to
+#: re-embed a catalogue (models.serving), and converting it for every hit was a quarter of retrieval time.
+SEARCH_PAYLOAD_EXCLUDE: tuple[str, ...] = ("text",)
+
 SearchMode = Literal["hybrid", "dense", "keyword"]
 #: Dense vector storage: float32 only, or binary quantised (1 bit per dimension) with float rescoring.
 Quantization = Literal["none", "binary"]

@@ -26,6 +26,7 @@ from models.store.base import (
     DENSE,
     PAYLOAD_INDEXES,
     RESCORE_OVERSAMPLING,
+    SEARCH_PAYLOAD_EXCLUDE,
     SPARSE,
     Hit,
     ProductPoint,
@@ -50,6 +51,7 @@ __all__ = ["EdgeStore", "edge_filter"]
 _BATCH = 1024
 #: Quantized candidates, then the best of them rescored with the float vectors.
 _RESCORE = qe.SearchParams(quantization=qe.QuantizationSearchParams(rescore=True, oversampling=RESCORE_OVERSAMPLING))
+_HIT_PAYLOAD = qe.PayloadSelector.Exclude(list(SEARCH_PAYLOAD_EXCLUDE))
 _INDEX_TYPES = {
     "keyword": qe.PayloadSchemaType.Keyword,
     "float": qe.PayloadSchemaType.Float,
@@ -282,7 +284,7 @@ class EdgeStore:
             ranked = rank(self._stages(shard, plan, edge_filter(filter)), plan.limit)
             # Payloads only for the final hits: reading them in the query costs twice as much per point
             # and would read up to twice as many points.
-            records = shard.retrieve([r.key for r in ranked], True, False) if ranked else []
+            records = shard.retrieve([r.key for r in ranked], _HIT_PAYLOAD, False) if ranked else []
         return to_hits(ranked, {str(r.id): payload for r in records if (payload := r.payload)})
 
     def _stages(self, shard: qe.EdgeShard, plan: QueryPlan, where: qe.Filter | None) -> dict[str, list[Scored]]:

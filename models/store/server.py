@@ -22,6 +22,7 @@ from models.store.base import (
     DENSE,
     PAYLOAD_INDEXES,
     RESCORE_OVERSAMPLING,
+    SEARCH_PAYLOAD_EXCLUDE,
     SPARSE,
     Hit,
     ProductPoint,
@@ -44,6 +45,7 @@ from models.store.fusion import QueryPlan, Scored, plan_query, rank, to_hits
 __all__ = ["QdrantServerStore", "server_filter"]
 
 _BATCH = 256
+_HIT_PAYLOAD = qm.PayloadSelectorExclude(exclude=list(SEARCH_PAYLOAD_EXCLUDE))
 _INDEX_TYPES = {
     "keyword": qm.PayloadSchemaType.KEYWORD,
     "float": qm.PayloadSchemaType.FLOAT,
@@ -284,11 +286,11 @@ class QdrantServerStore:
             rescore = qm.SearchParams(quantization=qm.QuantizationSearchParams(
                 rescore=True, oversampling=RESCORE_OVERSAMPLING)) if self.quantization != "none" else None
             requests[DENSE] = qm.QueryRequest(
-                query=plan.dense, using=DENSE, filter=where, limit=plan.candidates, with_payload=True, params=rescore
+                query=plan.dense, using=DENSE, filter=where, limit=plan.candidates, with_payload=_HIT_PAYLOAD, params=rescore
             )
         if plan.sparse is not None:
             requests[SPARSE] = qm.QueryRequest(
-                query=_sparse(plan.sparse), using=SPARSE, filter=where, limit=plan.candidates, with_payload=True
+                query=_sparse(plan.sparse), using=SPARSE, filter=where, limit=plan.candidates, with_payload=_HIT_PAYLOAD
             )
         # Payloads come with the candidates: one round trip beats a second one for the final hits' payloads.
         responses = self.client.query_batch_points(name, list(requests.values()))
