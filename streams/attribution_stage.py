@@ -9,6 +9,7 @@ events whose search never came and drops idle sessions.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -92,10 +93,14 @@ class AttributionStage:
                 produced.extend(self.attributor.add_search(state, record, now))
             else:
                 produced.extend(self.attributor.add_event(state, record, now))
+        # The interactions first, acknowledged by the broker, then the session states: a crash in between
+        # replays these records against the old states, which give the same interaction ids again (the
+        # learner drops the repeats). The other way round, a state that no longer lists an event as
+        # waiting could reach the changelog while the interaction it produced did not: lost for good.
+        await self._emit(produced)
         for key, (state, event) in touched.items():
             as_current(event)
             self.sessions[key] = state
-        await self._emit(produced)
 
     def searches_caught_up(self, partition: int) -> bool:
         """Whether this worker has handled the searches partition to its end (the fetcher's high-watermark).
@@ -121,6 +126,7 @@ class AttributionStage:
         assigned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.pixel_topic}
         settle = {p: self.searches_caught_up(p) for p in assigned}
         produced = Attributed()
+        writes: list[tuple[str, dict[str, Any] | None, int]] = []  # (key, new state or None to drop, partition)
         for key, state in list(self.sessions.items()):
             if not key.startswith(self.PREFIX):
                 continue
@@ -129,18 +135,26 @@ class AttributionStage:
                 continue
             had = (len(state["pending"]), len(state["searches"]), len(state["clicks"]))
             produced.extend(self.attributor.expire(state, now, settle=settle[p]))
-            as_current(self._anchor[p])
             if Attributor.is_idle(state, now, self.config.window_ms):
+                writes.append((key, None, p))
+            elif had != (len(state["pending"]), len(state["searches"]), len(state["clicks"])):
+                writes.append((key, state, p))
+        await self._emit(produced)  # before the states that no longer hold what it settled (see handle_batch)
+        for key, state, p in writes:
+            as_current(self._anchor[p])
+            if state is None:
                 del self.sessions[key]
                 self.stats.sessions_expired += 1
-            elif had != (len(state["pending"]), len(state["searches"]), len(state["clicks"])):
+            else:
                 self.sessions[key] = state
-        await self._emit(produced)
 
     async def _emit(self, produced: Attributed) -> None:
         for ev, reason in produced.unattributed:
             self.stats.unattributed[reason] += 1
             log.info("unattributed %s %s of %s: %s", ev.type, ev.event_id, ev.tenant, reason)
+        sent = []
         for interaction in produced.interactions:
             self.stats.interactions[interaction.outcome] += 1
-            await self.out.send(key=interaction.tenant.encode(), value=encode(interaction))
+            sent.append(await self.out.send(key=interaction.tenant.encode(), value=encode(interaction)))
+        if sent:
+            await asyncio.gather(*sent)  # acknowledged by the broker
