@@ -73,10 +73,17 @@ class AttributionStage:
         #: The last event seen per source partition: the sweep writes a session back to its own
         #: partition's changelog by naming one (see streams.batching.as_current).
         self._anchor: dict[int, Any] = {}
+        #: A batch and a sweep never interleave: each reads session states, awaits the broker's
+        #: acknowledgement of what it emits, then writes the states back.
+        self._turn = asyncio.Lock()
         app.timer(cfg.sweep_interval_s, name="attribution-sweep")(self.sweep)
 
     async def handle_batch(self, items: Iterable[tuple[Any, PixelEvent | SearchLog]]) -> None:
         """Attribute a batch of validated pixel events and search logs, in their arrival order."""
+        async with self._turn:
+            await self._handle_batch(items)
+
+    async def _handle_batch(self, items: Iterable[tuple[Any, PixelEvent | SearchLog]]) -> None:
         touched: dict[str, tuple[dict[str, Any], Any]] = {}
         produced = Attributed()
         now = int(time.time() * 1000)
@@ -122,11 +129,15 @@ class AttributionStage:
 
     async def sweep(self) -> None:
         """Settle events whose grace ran out and forget idle sessions, on the partitions held here."""
+        async with self._turn:
+            await self._sweep()
+
+    async def _sweep(self) -> None:
         now = int(time.time() * 1000)
         assigned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.pixel_topic}
         settle = {p: self.searches_caught_up(p) for p in assigned}
         produced = Attributed()
-        writes: list[tuple[str, dict[str, Any] | None, int]] = []  # (key, new state or None to drop, partition)
+        writes: list[tuple[str, dict[str, Any] | None, int]] = []  # (key, state to write or None: drop, partition)
         for key, state in list(self.sessions.items()):
             if not key.startswith(self.PREFIX):
                 continue
@@ -140,13 +151,13 @@ class AttributionStage:
             elif had != (len(state["pending"]), len(state["searches"]), len(state["clicks"])):
                 writes.append((key, state, p))
         await self._emit(produced)  # before the states that no longer hold what it settled (see handle_batch)
-        for key, state, p in writes:
+        for key, new_state, p in writes:
             as_current(self._anchor[p])
-            if state is None:
+            if new_state is None:
                 del self.sessions[key]
                 self.stats.sessions_expired += 1
             else:
-                self.sessions[key] = state
+                self.sessions[key] = new_state
 
     async def _emit(self, produced: Attributed) -> None:
         for ev, reason in produced.unattributed:
