@@ -8,12 +8,14 @@ results topic are written a few records at a time and Tansu never compacts them,
 wait that search latency needs (``SHOPRANK_KAFKA_FETCH_MAX_WAIT_MS``, 20 ms) would one day read nothing
 more: a table recovery that never ends after a restart, a consumer whose lag only grows.
 
-:func:`install` patches aiokafka's fetcher, for every consumer in the process (Faust's included): a
-fetch that brought no records for a partition whose answer says it has records past the position asked
-for (high-watermark above the fetch offset) doubles that consumer's wait, up to :data:`MAX_WAIT_MS`;
-after :data:`RELAX_AFTER` fetches in a row that brought records, the wait halves again, never below the
-configured one. Apache Kafka answers as soon as records are there, so there the condition does not
-arise and the configured wait stands.
+:func:`install` patches aiokafka's fetcher, for every consumer in the process (Faust's included): when
+fetches at the same position of a partition bring no records :data:`STRIKES` times in a row although
+the answers say the partition has records past it (high-watermark above the fetch offset), that
+consumer's wait doubles, up to :data:`MAX_WAIT_MS`; after :data:`RELAX_AFTER` fetches in a row that
+brought records, it halves again, never below the configured one. One empty answer is not enough: a
+record appended while the broker held the fetch raises the high-watermark of an answer that could not
+carry it yet, and the next fetch brings it. Apache Kafka answers as soon as records are there, so
+there the wait stays as configured.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.structs import TopicPartition
 
-__all__ = ["MAX_WAIT_MS", "RELAX_AFTER", "install"]
+__all__ = ["MAX_WAIT_MS", "RELAX_AFTER", "STRIKES", "install"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 MAX_WAIT_MS = 1_000
 #: Fetches with records, in a row, after which a grown wait is halved again.
 RELAX_AFTER = 50
+#: Empty-handed answers at one position of a partition, in a row, that make a consumer wait longer.
+STRIKES = 3
 
 _installed = False
 
@@ -60,10 +64,12 @@ def install() -> None:
 def _adapt(fetcher: Any, assignment: Any, asked: dict[TopicPartition, int]) -> None:
     state = fetcher.__dict__
     floor = state.setdefault("_shoprank_floor_wait_ms", fetcher._fetch_max_wait_ms)  # noqa: SLF001
+    strikes: dict[TopicPartition, tuple[int, int]] = state.setdefault("_shoprank_strikes", {})
     brought = starved = False
     for tp, offset in asked.items():
         if tp in fetcher._records:  # noqa: SLF001 - a partition is fetched only once its buffer is empty
             brought = True
+            strikes.pop(tp, None)
             continue
         try:
             tp_state = assignment.state_value(tp)
@@ -72,7 +78,12 @@ def _adapt(fetcher: Any, assignment: Any, asked: dict[TopicPartition, int]) -> N
         if tp_state is None or not tp_state.has_valid_position or tp_state.position != offset:
             continue
         if tp_state.highwater is not None and tp_state.highwater > offset:
-            starved = True
+            at, count = strikes.get(tp, (offset, 0))
+            count = count + 1 if at == offset else 1
+            strikes[tp] = (offset, count)
+            if count >= STRIKES:
+                starved = True
+                del strikes[tp]
     wait = fetcher._fetch_max_wait_ms  # noqa: SLF001
     if starved:
         state["_shoprank_fed"] = 0
