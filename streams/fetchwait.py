@@ -21,6 +21,7 @@ there the wait stays as configured.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka.consumer.fetcher import Fetcher
@@ -61,15 +62,24 @@ def install() -> None:
     _installed = True
 
 
+@dataclass
+class _Wait:
+    """One fetcher's adaptive wait: the configured floor and what the last answers said."""
+
+    floor_ms: int
+    strikes: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)  # tp -> (offset, empty answers)
+    fed: int = 0  # fetches in a row that brought records, since the wait last changed
+    warned: bool = False  # said once loudly per consumer, then quietly
+
+
 def _adapt(fetcher: Any, assignment: Any, asked: dict[TopicPartition, int]) -> None:
-    state = fetcher.__dict__
-    floor = state.setdefault("_shoprank_floor_wait_ms", fetcher._fetch_max_wait_ms)  # noqa: SLF001
-    strikes: dict[TopicPartition, tuple[int, int]] = state.setdefault("_shoprank_strikes", {})
+    wait_ms = fetcher._fetch_max_wait_ms  # noqa: SLF001 - read for every fetch request it builds
+    st: _Wait = fetcher.__dict__.setdefault("_shoprank_wait", _Wait(wait_ms))
     brought = starved = False
     for tp, offset in asked.items():
         if tp in fetcher._records:  # noqa: SLF001 - a partition is fetched only once its buffer is empty
             brought = True
-            strikes.pop(tp, None)
+            st.strikes.pop(tp, None)
             continue
         try:
             tp_state = assignment.state_value(tp)
@@ -78,27 +88,24 @@ def _adapt(fetcher: Any, assignment: Any, asked: dict[TopicPartition, int]) -> N
         if tp_state is None or not tp_state.has_valid_position or tp_state.position != offset:
             continue
         if tp_state.highwater is not None and tp_state.highwater > offset:
-            at, count = strikes.get(tp, (offset, 0))
+            at, count = st.strikes.get(tp, (offset, 0))
             count = count + 1 if at == offset else 1
-            strikes[tp] = (offset, count)
+            st.strikes[tp] = (offset, count)
             if count >= STRIKES:
                 starved = True
-                del strikes[tp]
-    wait = fetcher._fetch_max_wait_ms  # noqa: SLF001
+                del st.strikes[tp]
     if starved:
-        state["_shoprank_fed"] = 0
-        grown = min(MAX_WAIT_MS, max(wait * 2, 1))
-        if grown != wait:
-            fetcher._fetch_max_wait_ms = grown  # noqa: SLF001 - read for every fetch request it builds
-            warned = state.setdefault("_shoprank_warned", False)
-            state["_shoprank_warned"] = True  # said once loudly per consumer, then quietly
-            log.log(logging.INFO if warned else logging.WARNING,
+        st.fed = 0
+        grown = min(MAX_WAIT_MS, max(wait_ms * 2, 1))
+        if grown != wait_ms:
+            fetcher._fetch_max_wait_ms = grown  # noqa: SLF001
+            log.log(logging.INFO if st.warned else logging.WARNING,
                     "the broker answered a fetch with no records although it has some (a partition of many small "
-                    "record batches on the embedded broker?): fetch wait %d -> %d ms", wait, grown)
-    elif brought and wait > floor:
-        fed = state.get("_shoprank_fed", 0) + 1
-        state["_shoprank_fed"] = fed
-        if fed >= RELAX_AFTER:
-            state["_shoprank_fed"] = 0
-            fetcher._fetch_max_wait_ms = max(floor, wait // 2)  # noqa: SLF001
-            log.info("fetch wait %d -> %d ms", wait, fetcher._fetch_max_wait_ms)  # noqa: SLF001
+                    "record batches on the embedded broker?): fetch wait %d -> %d ms", wait_ms, grown)
+            st.warned = True
+    elif brought and wait_ms > st.floor_ms:
+        st.fed += 1
+        if st.fed >= RELAX_AFTER:
+            st.fed = 0
+            fetcher._fetch_max_wait_ms = max(st.floor_ms, wait_ms // 2)  # noqa: SLF001
+            log.info("fetch wait %d -> %d ms", wait_ms, fetcher._fetch_max_wait_ms)  # noqa: SLF001
