@@ -160,19 +160,7 @@ def _reread_missing_head(consumer: Any, tp: Any, committed: int, first_acked: in
     log.warning("%s[%d]: offset %d was never processed although offsets from %d on were; not committing past "
                 "it, reading the partition again from %d", tp.topic, tp.partition, committed, first_acked, committed)
     consumer.__dict__.setdefault("_shoprank_last_offset", {}).pop(tp, None)  # see the redelivery guard
-    # Faust calls this from synchronous code, so the seek runs as a task; held here until it ends (the
-    # loop keeps only weak references to tasks), and a failed seek is said, not dropped.
-    rereads: set[asyncio.Future[Any]] = consumer.__dict__.setdefault("_shoprank_rereads", set())
-
-    def ended(task: asyncio.Future[Any]) -> None:
-        rereads.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s[%d]: could not seek back to offset %d (%r); the commit stays held until the worker "
-                      "restarts", tp.topic, tp.partition, committed, task.exception())
-
-    task = asyncio.ensure_future(consumer.seek(tp, committed))
-    rereads.add(task)
-    task.add_done_callback(ended)
+    asyncio.ensure_future(consumer.seek(tp, committed))
 
 
 def _install_seek_fence() -> None:
