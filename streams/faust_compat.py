@@ -13,9 +13,6 @@
   of consecutive offsets it commits, and commits crawl forward an offset or two per interval while
   lag grows. We drop a record whose offset is not past the last one processed (unless Faust has
   seeked since), and keep the acked list free of duplicates and already-committed offsets.
-- Faust commits past a partition's next record when only that one record is unacknowledged (its check
-  is ``min(acked) - committed > 1``), which would lose the record for good. We hold such a commit and,
-  if the record is still missing after :data:`HEAD_GRACE_S`, read the partition again from it.
 - A broker that lost its log (the embedded one keeps it in memory only) must not go unnoticed: the
   consumer's acks, commits, end offsets seen and committed offsets found at assignment feed a
   :class:`streams.logloss.LogLossWatch`, which reports what was lost and resets the agents' watermarks.
@@ -23,32 +20,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from prometheus_client import Counter
 
-from streams import metrics
 from streams.kafka import end_offsets
 from streams.logloss import LogLossWatch
 
 __all__ = ["install"]
 
 _installed = False
-#: Faust's own ``Consumer._new_offset``, kept for the tests that show what the guard prevents.
-_faust_new_offset: Any = None
 log = logging.getLogger(__name__)
-
-MISSING_HEADS = Counter(
-    "shoprank_reread_missing_records",
-    "Times a partition was read again because its next record was never processed while later ones were",
-    ["topic"], registry=metrics.REGISTRY,
-)
 
 
 _fetch_max_wait_ms = 1500
@@ -73,7 +58,7 @@ def install(fetch_max_wait_ms: int | None = None, log_loss: LogLossWatch | None 
             return await original(self, partitions)
         servers = consumer._client._bootstrap_servers  # noqa: SLF001 - aiokafka keeps no public copy
         bootstrap = servers if isinstance(servers, str) else ",".join(map(str, servers))
-        return await end_offsets(bootstrap, partitions, strict=True)
+        return await end_offsets(bootstrap, partitions)
 
     thread_cls._highwaters = _highwaters
 
@@ -95,8 +80,6 @@ def _install_redelivery_guard() -> None:
     consumer_cls = faust_consumer.Consumer
     getmany = consumer_cls.getmany
     new_offset = consumer_cls._new_offset
-    global _faust_new_offset
-    _faust_new_offset = new_offset
 
     async def guarded_getmany(self: Any, timeout: float) -> Any:
         last: dict[Any, int] = self.__dict__.setdefault("_shoprank_last_offset", {})
@@ -125,42 +108,11 @@ def _install_redelivery_guard() -> None:
         acked = self._acked[tp]
         if acked:
             committed = self._committed_offset[tp]
-            kept = sorted({o for o in acked if committed is None or o >= committed})
-            self._acked_index[tp].difference_update(set(acked) - set(kept))  # the two stay one set
-            acked[:] = kept
-            if kept and committed is not None and kept[0] > committed and not self._gap[tp].overlaps(committed):
-                # Faust's own check lets the head record go when only it is missing (``min - committed
-                # > 1``): committing then would skip a record never processed. Hold the commit and read
-                # the partition again from there (the agents' watermarks drop what they already did).
-                _reread_missing_head(self, tp, committed, kept[0])
-                return None
+            acked[:] = sorted({o for o in acked if committed is None or o >= committed})
         return new_offset(self, tp)
 
     consumer_cls.getmany = guarded_getmany
     consumer_cls._new_offset = deduplicated_new_offset
-
-
-#: Seconds a partition's next record may stay unacknowledged while later ones are, before it is read again.
-HEAD_GRACE_S = 10.0
-
-
-def _reread_missing_head(consumer: Any, tp: Any, committed: int, first_acked: int) -> None:
-    """The record at ``committed`` was never acknowledged though later ones were: seek back to it once
-    it has been missing for :data:`HEAD_GRACE_S` (a record still in an agent's batch is not missing)."""
-    missing: dict[Any, tuple[int, float]] = consumer.__dict__.setdefault("_shoprank_missing_head", {})
-    now = time.monotonic()
-    at, since = missing.get(tp, (committed, now))
-    if at != committed:
-        since = now
-    missing[tp] = (committed, since)
-    if now - since < HEAD_GRACE_S:
-        return
-    del missing[tp]
-    MISSING_HEADS.labels(tp.topic).inc()
-    log.warning("%s[%d]: offset %d was never processed although offsets from %d on were; not committing past "
-                "it, reading the partition again from %d", tp.topic, tp.partition, committed, first_acked, committed)
-    consumer.__dict__.setdefault("_shoprank_last_offset", {}).pop(tp, None)  # see the redelivery guard
-    asyncio.ensure_future(consumer.seek(tp, committed))
 
 
 def _install_seek_fence() -> None:
