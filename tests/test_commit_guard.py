@@ -1,0 +1,134 @@
+"""Faust's fetch loop and commit bookkeeping with streams.faust_compat installed: no record skipped.
+
+These drive Faust's own code (``Consumer._drain_messages``, ``getmany``, ``ack``, ``_new_offset``) on a
+real, unstarted consumer. What is replaced is only what would need the race itself: the records a
+fetch returns, and the client-side seek (a broker is not needed to move a read position). The race
+they pin down lost one pixel event in 450 in CI (tests/test_lag.py) and left ~1,000-offset holes in
+bench/bench_faults.py; on the real broker it cannot be triggered on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import faust
+from aiokafka.structs import ConsumerRecord
+from faust.types import TP
+
+from streams import faust_compat
+
+faust_compat.install()
+TOPIC_PARTITION = TP("shoprank.pixel", 0)
+
+
+def _consumer() -> Any:
+    app = faust.App("commit-guard-test", broker="kafka://127.0.0.1:1")
+    consumer = app.consumer
+    consumer.app.topics.acks_enabled_for = lambda topic: True  # a plain stream topic
+    return consumer
+
+
+def _records(*offsets: int) -> list[ConsumerRecord]:
+    return [ConsumerRecord(TOPIC_PARTITION.topic, TOPIC_PARTITION.partition, o, 0, 0, b"k", b"v", None, 1, 1, ())
+            for o in offsets]
+
+
+class _Stopped:
+    """What Faust's fetch loop asks of the fetcher service that runs it: whether to stop."""
+
+    def __init__(self) -> None:
+        self._stopped = asyncio.Event()
+
+
+def _drain(read_offset: int, fetches: list[list[ConsumerRecord]], on_message: Any) -> list[int]:
+    """Run Faust's fetch loop over ``fetches``; return the offsets it handed over, in order."""
+    handed: list[int] = []
+
+    async def run() -> None:
+        consumer = _consumer()  # inside the loop: Faust's services bind the loop they are made in
+        consumer._read_offset[TOPIC_PARTITION] = read_offset
+        fetcher = _Stopped()
+        pending = list(fetches)
+
+        async def wait_next_records(timeout: float) -> Any:
+            if not pending:
+                fetcher._stopped.set()
+                return None, None
+            return {TOPIC_PARTITION: pending.pop(0)}, {TOPIC_PARTITION}
+
+        async def seek(tp: Any, offset: int) -> None:  # the client side only: where the next fetch starts
+            pass
+
+        async def callback(message: Any) -> None:
+            handed.append(message.offset)
+            await on_message(consumer, message)
+
+        consumer._wait_next_records = wait_next_records
+        consumer.highwater = lambda tp: 100  # the fetch response's high-watermark
+        consumer._seek = seek
+        consumer.callback = callback
+        await asyncio.wait_for(consumer._drain_messages(fetcher), timeout=10)
+
+    asyncio.run(run())
+    return handed
+
+
+def test_a_seek_during_a_hand_over_decides_what_is_read_next() -> None:
+    async def recovery_seeks_while_13_is_handed_over(consumer: Any, message: Any) -> None:
+        if message.offset == 13 and not consumer.__dict__.get("_sought"):
+            consumer.__dict__["_sought"] = True
+            await consumer.seek(TOPIC_PARTITION, 10)  # as recovery does: back to the committed offset
+
+    # The first fetch hands over 10..13; recovery seeks back to 10 while 13 is being handed over; the
+    # next fetch (from 10) brings 10..14 again. Faust alone would then drop 10..12 as already read.
+    handed = _drain(9, [_records(10, 11, 12, 13), _records(10, 11, 12, 13, 14)],
+                    recovery_seeks_while_13_is_handed_over)
+    assert handed == [10, 11, 12, 13, 10, 11, 12, 13, 14]
+
+
+def test_without_a_seek_records_already_read_are_not_handed_over_again() -> None:
+    async def nothing(consumer: Any, message: Any) -> None:
+        pass
+
+    assert _drain(9, [_records(10, 11), _records(11, 12)], nothing) == [10, 11, 12]
+
+
+def test_a_record_the_stream_skipped_after_a_rebalance_is_not_acknowledged() -> None:
+    consumer = _consumer()
+    consumer._committed_offset[TOPIC_PARTITION] = 10
+    stale = consumer._to_message(TOPIC_PARTITION, _records(10)[0])  # fetched in generation 0
+    consumer.app.consumer_generation_id = 1  # a rebalance since; the stream skips it (never tracked)
+    assert consumer.ack(stale) is False
+    assert list(consumer._acked[TOPIC_PARTITION]) == []
+    fresh = consumer._to_message(TOPIC_PARTITION, _records(10)[0])  # fetched again after the seek
+    fresh.tracked = True  # handed to a stream and processed
+    assert consumer.ack(fresh) is True
+    assert list(consumer._acked[TOPIC_PARTITION]) == [10]
+
+
+def _acked(consumer: Any, committed: int | None, acked: list[int]) -> Any:
+    consumer._committed_offset[TOPIC_PARTITION] = committed
+    consumer._acked[TOPIC_PARTITION] = list(acked)
+    consumer._acked_index[TOPIC_PARTITION] = set(acked)
+    return consumer
+
+
+def test_a_missing_next_record_holds_the_commit() -> None:
+    consumer = _acked(_consumer(), 10, [11, 12])  # 10 never processed; Faust alone would commit 13
+    assert consumer._new_offset(TOPIC_PARTITION) is None
+    assert consumer._acked[TOPIC_PARTITION] == [11, 12]  # kept for when 10 is done
+    consumer._acked[TOPIC_PARTITION].insert(0, 10)
+    consumer._acked_index[TOPIC_PARTITION].add(10)
+    assert consumer._new_offset(TOPIC_PARTITION) == 13
+
+
+def test_consecutive_acks_gaps_and_stale_offsets_commit_as_before() -> None:
+    assert _acked(_consumer(), 10, [10, 11, 12])._new_offset(TOPIC_PARTITION) == 13
+    assert _acked(_consumer(), None, [4, 5])._new_offset(TOPIC_PARTITION) == 6  # where the log starts is unknown
+    gapped = _acked(_consumer(), 10, [11, 12])
+    gapped._gap[TOPIC_PARTITION].addi(10, 11)  # offset 10 is a known hole (compaction, a control record)
+    assert gapped._new_offset(TOPIC_PARTITION) == 13
+    stale = _acked(_consumer(), 10, [8, 9, 10, 10, 11])  # a replay acked offsets below the commit, and one twice
+    assert stale._new_offset(TOPIC_PARTITION) == 12
+    assert stale._acked_index[TOPIC_PARTITION] == set()  # index and list agree: a later ack of 8 or 9 is not lost
