@@ -444,7 +444,7 @@ def _after_broker_restart(env, tmp_path, catalogue: str, published: int, burst: 
             pytest.xfail(f"table recovery stuck on a changelog after the broker lost its log (known defect): {exc}")
         raise
     try:
-        wait_for("worker ready on the new broker", env.ready_with_topics, 40, every_s=0.5)
+        wait_for("worker ready on the new broker", env.ready_with_topics, 90, every_s=0.5)
     except AssertionError:
         if _recovery_stuck_on_lost_changelog(tmp_path):
             pytest.xfail("table recovery stuck on a changelog the broker lost (known defect)")
