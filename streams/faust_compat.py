@@ -24,6 +24,10 @@
 - A broker that lost its log (the embedded one keeps it in memory only) must not go unnoticed: the
   consumer's acks, commits, end offsets seen and committed offsets found at assignment feed a
   :class:`streams.logloss.LogLossWatch`, which reports what was lost and resets the agents' watermarks.
+  A commit never goes past the partition's end as the broker last served it in a fetch response (an
+  offset past it belongs to the lost log, and committed there it would hide the loss and start the new
+  log's readers past their first records); once our topics had to be created again, a partition's
+  commit also waits for a fetch from the new log.
 """
 
 from __future__ import annotations
@@ -246,6 +250,45 @@ def _install_seek_fence() -> None:
     consumer_cls.perform_seek = fenced_perform_seek
 
 
+#: Per partition, the log end last warned about: one warning per lost log, not one per commit.
+_past_end_warned: dict[Any, int] = {}
+
+
+def _within_served_log(consumer: Any, offsets: Mapping[Any, int], lost_at_ms: int | None) -> dict[Any, int]:
+    """The offsets a commit may carry: none past the partition's end as the broker last served it.
+
+    A live log's high-watermark never goes below an offset a consumer read, so an offset past it is one
+    of a log the broker has lost (the embedded broker restarted). Committed there, it would hide the
+    loss from :class:`LogLossWatch` (which compares committed offsets at the next assignment) and
+    start the new log's readers past its first records. Once our topics had to be created again
+    (``lost_at_ms``), a partition is committed only after a fetch response from the new log has given
+    its end: until then the end known is the old log's.
+    """
+    try:
+        assignment = consumer._thread._consumer._subscription.subscription.assignment  # noqa: SLF001
+    except AttributeError:  # not started, or between assignments: Faust's own checks decide
+        return dict(offsets)
+    kept: dict[Any, int] = {}
+    for tp, offset in offsets.items():
+        state = assignment.state_value(tp) if assignment is not None else None
+        if state is None or state.highwater is None:
+            kept[tp] = offset
+        elif lost_at_ms is not None and (state.timestamp or 0) < lost_at_ms:
+            log.debug("commit of %s[%d] held: no fetch from the broker's new log yet", tp.topic, tp.partition)
+        elif offset > state.highwater:
+            if _past_end_warned.get(tp) == state.highwater:
+                continue
+            _past_end_warned[tp] = state.highwater
+            log.warning(
+                "not committing offset %d of %s[%d]: the broker's log of it ends at %d, so the offset is from a "
+                "log it lost (the loss is reported when partitions are next assigned)",
+                offset, tp.topic, tp.partition, state.highwater,
+            )
+        else:
+            kept[tp] = offset
+    return kept
+
+
 def _install_log_loss_hooks() -> None:
     consumer_cls = faust_consumer.Consumer
     ack = consumer_cls.ack
@@ -260,6 +303,10 @@ def _install_log_loss_hooks() -> None:
         return done
 
     async def watched_commit_offsets(self: Any, offsets: Mapping[Any, int], *args: Any, **kwargs: Any) -> bool:
+        if _log_loss is not None:
+            offsets = _within_served_log(self, offsets, _log_loss.log_lost_at_ms)
+            if not offsets:
+                return False
         did = await commit_offsets(self, offsets, *args, **kwargs)
         if did and _log_loss is not None:
             assigned = self.assignment()

@@ -23,6 +23,8 @@ fetchwait.install()
 
 __all__ = ["broker_answers", "ensure_topics", "describe_topics", "end_offsets", "producer", "read_topic"]
 
+log = logging.getLogger(__name__)
+
 
 async def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
     """True when a broker at ``bootstrap`` answers a Metadata request within ``timeout_s``."""
@@ -159,12 +161,19 @@ async def read_topic(
 
 
 async def end_offsets(bootstrap: str, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-    """The true end offset (high-watermark) of each partition.
+    """The true end offset (high-watermark) of each partition: the offset the broker serves records up to.
 
-    ListOffsets("latest") alone is not enough: the embedded Tansu broker can under-report it when
-    records were produced in multi-record batches (it reported 1 for a 100-record batch), while the
-    high-watermark in a fetch response is right. So ask ListOffsets, then fetch once from there and
-    take the larger of the two. Plain Kafka protocol either way; on real Kafka the two agree.
+    ListOffsets("latest") alone is not enough on the embedded Tansu broker, which gets it wrong both ways:
+
+    - short, when records were produced in multi-record batches (it reported 1 for a 100-record batch);
+    - long, after it lost its log: a producer that still holds the old metadata writes to a topic the
+      broker no longer has, and Tansu accepts those records, lists them, yet serves none of them (fetch
+      high-watermark 0). Faust's table recovery then waited for good for changelog records that never
+      came (issue 6's stuck broker-restart recovery).
+
+    The high-watermark in a fetch response is right in both cases. So ask ListOffsets, fetch once from
+    just below that (from the earliest offset when that is out of range) and take the fetch's
+    high-watermark. Plain Kafka protocol either way; on real Kafka the two agree.
     """
     tps = list(tps)
     if not tps:
@@ -175,17 +184,28 @@ async def end_offsets(bootstrap: str, tps: Iterable[TopicPartition]) -> dict[Top
         group_id=None,
         fetch_max_wait_ms=50,
         max_partition_fetch_bytes=1024,
+        auto_offset_reset="earliest",  # a listed end the broker does not serve is out of range
     )
     await consumer.start()
     try:
         listed = await consumer.end_offsets(tps)
         consumer.assign(tps)
         for tp in tps:
-            consumer.seek(tp, listed[tp])
+            consumer.seek(tp, max(listed[tp] - 1, 0))
         for _ in range(40):  # each round waits at most ~0.1 s; empty partitions answer at once
             await consumer.getmany(timeout_ms=100)
             if all(consumer.highwater(tp) is not None for tp in tps):
                 break
-        return {tp: max(listed[tp], consumer.highwater(tp) or 0) for tp in tps}
+        ends = {}
+        for tp in tps:
+            served = consumer.highwater(tp)
+            ends[tp] = listed[tp] if served is None else served
+            if served is not None and served < listed[tp]:
+                log.warning(
+                    "the broker lists %d record(s) of %s[%d] past its high-watermark %d that it does not serve "
+                    "(Tansu accepted writes to a topic it had lost); counting from %d",
+                    listed[tp] - served, tp.topic, tp.partition, served, served,
+                )
+        return ends
     finally:
         await consumer.stop()

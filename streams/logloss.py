@@ -72,6 +72,9 @@ class LogLossWatch:
         # A reset starts a new epoch, so a record of the old log that finishes after the reset is told
         # apart from the new log's records by when it was fetched, whatever the offsets or generations.
         self.epoch = 0
+        #: When our topics were last found missing on the broker and created again (ms since the epoch):
+        #: commits then wait for the new log's end (streams.faust_compat._within_served_log).
+        self.log_lost_at_ms: int | None = None
         self._epoch_of: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
     # -- fed by the consumer (streams.faust_compat) -----------------------------------------------
@@ -91,6 +94,11 @@ class LogLossWatch:
                     LOST_RECORDS.labels(tp.topic).set(self.lost[tp.topic])
                 return
         self.processed[tp] = offset + 1
+
+    def topics_recreated(self, topics: list[str]) -> None:
+        """Our topics were missing on the broker (it lost its log) and were created again."""
+        if topics:
+            self.log_lost_at_ms = int(time.time() * 1000)
 
     def saw_end(self, tp: Any, end: int | None) -> None:
         if end is not None and end > self.end_seen.get(tp, -1):

@@ -13,6 +13,7 @@ import asyncio
 from typing import Any
 
 import faust
+import pytest
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 
@@ -132,3 +133,57 @@ def test_consecutive_acks_gaps_and_stale_offsets_commit_as_before() -> None:
     stale = _acked(_consumer(), 10, [8, 9, 10, 10, 11])  # a replay acked offsets below the commit, and one twice
     assert stale._new_offset(TOPIC_PARTITION) == 12
     assert stale._acked_index[TOPIC_PARTITION] == set()  # index and list agree: a later ack of 8 or 9 is not lost
+
+
+# -- the real broker: no commit past the log the broker serves ------------------------------------
+
+
+async def _fetched_consumer(bootstrap: str, topic: str, records: int) -> Any:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from streams.kafka import producer
+
+    async with producer(bootstrap, linger_ms=0) as prod:
+        for i in range(records):
+            await prod.send_and_wait(topic, b"v%d" % i, partition=0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    tp = TopicPartition(topic, 0)
+    consumer.assign([tp])
+    consumer.seek(tp, 0)
+    for _ in range(20):
+        await consumer.getmany(timeout_ms=200)
+        if consumer.highwater(tp) == records:
+            break
+    return consumer
+
+
+@pytest.mark.integration
+def test_a_commit_never_goes_past_the_log_end_the_broker_served(broker) -> None:  # type: ignore[no-untyped-def]
+    import time
+    import types
+    import uuid
+
+    from aiokafka import TopicPartition
+
+    topic = f"served-{uuid.uuid4().hex[:8]}"
+
+    async def run() -> dict[str, Any]:
+        consumer = await _fetched_consumer(broker.bootstrap, topic, 3)
+        try:
+            faust_side = types.SimpleNamespace(_thread=types.SimpleNamespace(_consumer=consumer))
+            tp = TopicPartition(topic, 0)
+            now_ms = int(time.time() * 1000)
+            return {
+                "at_end": faust_compat._within_served_log(faust_side, {tp: 3}, None),
+                "past_end": faust_compat._within_served_log(faust_side, {tp: 4}, None),
+                # Topics were created again after the last fetch: the end known is the old log's.
+                "lost_since_fetch": faust_compat._within_served_log(faust_side, {tp: 2}, now_ms + 60_000),
+                "fetched_since_loss": faust_compat._within_served_log(faust_side, {tp: 2}, now_ms - 60_000),
+            }
+        finally:
+            await consumer.stop()
+
+    got = asyncio.run(run())
+    tp = TopicPartition(topic, 0)
+    assert got == {"at_end": {tp: 3}, "past_end": {}, "lost_since_fetch": {}, "fetched_since_loss": {tp: 2}}, got

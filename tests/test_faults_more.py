@@ -421,33 +421,18 @@ def test_broker_restart_with_work_in_flight_reports_what_the_log_lost(
             s := worker.get("/v1/stats/broker")["topics"].get(catalogue, {})).get("end_seen") == published and s, 30)
         assert seen["processed"] < published, "the burst was indexed before the broker stopped: nothing in flight"
         env.restart_broker()
-        _after_broker_restart(env, tmp_path, catalogue, published, len(burst))
+        # This failed now and then until 2026-12-02 (xfailed): Faust's table recovery waited for good on
+        # changelog records Tansu listed but did not serve (writes it had accepted to a topic it had
+        # lost: streams.kafka.end_offsets), and old-log offsets committed to the new broker hid part of
+        # the loss (streams.faust_compat._within_served_log).
+        _loss_reported_and_books_balance(worker, catalogue, published, len(burst))
+        wait_for("worker ready on the new broker", env.ready_with_topics, 90, every_s=0.5)
+        indexed = worker.get("/v1/stats/catalogue")["embedded"]
+        more = generate_catalogue(5, seed=65)
+        env.send_products(more)
+        wait_for("new products indexed", lambda: worker.get("/v1/stats/catalogue")["embedded"] == indexed + len(more), 60)
     finally:
         env.stop()
-
-
-def _recovery_stuck_on_lost_changelog(tmp_path) -> bool:  # type: ignore[no-untyped-def]
-    log = (tmp_path / "worker.log").read_text(errors="replace")
-    return "No event received for active tp" in log and "changelog" in log
-
-
-def _after_broker_restart(env, tmp_path, catalogue: str, published: int, burst: int) -> None:  # type: ignore[no-untyped-def]
-    worker = env.worker
-    try:
-        _loss_reported_and_books_balance(worker, catalogue, published, burst)
-        wait_for("worker ready on the new broker", env.ready_with_topics, 90, every_s=0.5)
-    except AssertionError as exc:
-        if _recovery_stuck_on_lost_changelog(tmp_path):
-            # Known defect (issue 6 notes, since 2026-11-24): now and then, after the broker lost its log,
-            # Faust's table recovery waits for changelog records the worker's consumer is never given, and
-            # the catalogue agent stops until it is restarted. The loss is reported once recovery has
-            # sought the stream partitions, so with recovery stuck even that can wait for good.
-            pytest.xfail(f"table recovery stuck on a changelog after the broker lost its log (known defect): {exc}")
-        raise
-    indexed = worker.get("/v1/stats/catalogue")["embedded"]
-    more = generate_catalogue(5, seed=65)
-    env.send_products(more)
-    wait_for("new products indexed", lambda: worker.get("/v1/stats/catalogue")["embedded"] == indexed + len(more), 60)
 
 
 def _loss_reported_and_books_balance(worker, catalogue: str, published: int, burst: int) -> None:  # type: ignore[no-untyped-def]

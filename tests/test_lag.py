@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.broker import EmbeddedBroker
-from streams.kafka import producer
+from streams.kafka import end_offsets, producer
 from streams.lag import Commit, GroupSnapshot, LagProbe, LagWindow, PartitionLag, evaluate_group, evaluate_partition
 from streams.sample_events import valid_events
 from tests.conftest import run_cli
@@ -154,6 +154,54 @@ def test_lag_is_exact_after_batched_produces(broker: EmbeddedBroker) -> None:
         for tp, off in truth["committed"].items()
     }
     assert got == want, f"ListOffsets alone said {truth['listed']}"
+
+
+async def _write_past_a_lost_log(port: int, tmp_path: Any, topic: str, per_partition: int) -> dict[str, Any]:
+    """Write to ``topic`` on a broker, restart it empty, write again with the same (stale) producer.
+
+    Tansu accepts the second writes to a topic it no longer has and lists them, but serves none.
+    """
+    brokers = [EmbeddedBroker("127.0.0.1", port, log_path=tmp_path / "tansu-1.log")]
+    await asyncio.to_thread(brokers[0].start)
+    tps = [TopicPartition(topic, p) for p in range(4)]
+    try:
+        async with producer(brokers[0].bootstrap, linger_ms=0) as prod:
+            for tp in tps:
+                await prod.send_and_wait(topic, b"old", partition=tp.partition)
+            await asyncio.to_thread(brokers[0].stop)
+            brokers.append(EmbeddedBroker("127.0.0.1", port, log_path=tmp_path / "tansu-2.log"))
+            await asyncio.to_thread(brokers[1].start)
+            for tp in tps:
+                for _ in range(per_partition):
+                    await prod.send_and_wait(topic, b"new", partition=tp.partition)
+        consumer = AIOKafkaConsumer(bootstrap_servers=brokers[1].bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            listed = await consumer.end_offsets(tps)
+            consumer.assign(tps)
+            for tp in tps:
+                consumer.seek(tp, 0)
+            served = 0
+            for _ in range(3):
+                served += sum(len(v) for v in (await consumer.getmany(timeout_ms=300)).values())
+        finally:
+            await consumer.stop()
+        return {"listed": listed, "served": served, "ends": await end_offsets(brokers[1].bootstrap, tps)}
+    finally:
+        await asyncio.to_thread(brokers[-1].stop)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("per_partition", [1, 3])
+def test_end_offsets_leave_out_records_the_broker_lists_but_does_not_serve(tmp_path, per_partition: int) -> None:  # type: ignore[no-untyped-def]
+    from streams.supervise import free_port
+
+    topic = f"phantom-{uuid.uuid4().hex[:8]}"
+    got = asyncio.run(_write_past_a_lost_log(free_port(), tmp_path, topic, per_partition))
+    # The broker's own two answers disagree: it lists the writes made after the restart, serves none.
+    assert set(got["listed"].values()) == {per_partition} and got["served"] == 0, got
+    # Faust's table recovery reads a changelog up to these ends: the listed ones made it wait for good.
+    assert got["ends"] == {TopicPartition(topic, p): 0 for p in range(4)}, got
 
 
 async def _group_is_listed(bootstrap: str, group: str) -> bool:
