@@ -26,33 +26,56 @@ log = logging.getLogger(__name__)
 
 
 class _TenantView(MutableMapping[str, list[float]]):
-    """One tenant's slice of a shared table, under a key prefix."""
+    """One tenant's slice of a shared table, under a key prefix.
+
+    Inside :meth:`buffered` writes are held and then written once per key: an impression updates two
+    engagement records per product shown, so a batch writes the same popular keys many times, and
+    each table write is a changelog record (the cost that bounds the learning agent).
+    """
 
     def __init__(self, table: Any, prefix: str) -> None:
         self.table, self.prefix = table, prefix
+        self._held: dict[str, list[float]] | None = None
 
     def __getitem__(self, key: str) -> list[float]:
-        value = self.table.get(self.prefix + key)
+        value = self.get(key)
         if value is None:
             raise KeyError(key)
         return value  # type: ignore[no-any-return]
 
     def get(self, key: str, default: Any = None) -> Any:
+        if self._held is not None and key in self._held:
+            return self._held[key]
         value = self.table.get(self.prefix + key)
         return default if value is None else value
 
     def __setitem__(self, key: str, value: list[float]) -> None:
-        self.table[self.prefix + key] = value
+        if self._held is not None:
+            self._held[key] = value
+        else:
+            self.table[self.prefix + key] = value
 
     def __delitem__(self, key: str) -> None:
+        self.flush()
         del self.table[self.prefix + key]
 
     def __iter__(self) -> Iterator[str]:
+        self.flush()
         n = len(self.prefix)
         return (k[n:] for k in list(self.table.keys()) if k.startswith(self.prefix))
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+    def hold(self) -> None:
+        if self._held is None:
+            self._held = {}
+
+    def flush(self) -> None:
+        """Write what was held (each key once) and stop holding."""
+        held, self._held = self._held, None
+        for key, value in (held or {}).items():
+            self.table[self.prefix + key] = value
 
 
 class RankerHub:
@@ -62,6 +85,7 @@ class RankerHub:
         self.table = table
         self.dir = settings.worker.data_dir / "rankers" / settings.worker.app_id
         self._rankers: dict[str, OnlineRanker] = {}
+        self._views: dict[str, _TenantView] = {}
         self._saved_at: dict[str, int] = {}
 
     def config_for(self, tenant: str) -> RankerConfig:
@@ -81,8 +105,8 @@ class RankerHub:
             return None
         ranker = self._rankers.get(tenant)
         if ranker is None:
-            engagement = Engagement(_TenantView(self.table, f"eng|{tenant}|"),
-                                    half_life_ms=self.settings.half_life_days * 86_400_000)
+            view = self._views[tenant] = _TenantView(self.table, f"eng|{tenant}|")
+            engagement = Engagement(view, half_life_ms=self.settings.half_life_days * 86_400_000)
             path = self.path(tenant)
             config = self.config_for(tenant)
             try:
@@ -96,10 +120,20 @@ class RankerHub:
         return ranker
 
     def learn(self, interactions: list[AttributedInteraction]) -> None:
-        for it in interactions:
-            ranker = self.get(it.tenant)
-            if ranker is not None:
-                ranker.learn(it)
+        """Learn a batch (of one source partition: the caller has made its last event current)."""
+        held: list[_TenantView] = []
+        try:
+            for it in interactions:
+                ranker = self.get(it.tenant)
+                if ranker is not None:
+                    view = self._views[it.tenant]
+                    if view._held is None:  # noqa: SLF001 - the hub owns its views
+                        view.hold()
+                        held.append(view)
+                    ranker.learn(it)
+        finally:
+            for view in held:
+                view.flush()
 
     def checkpoint(self) -> int:
         """Save every ranker that learned since its last save; how many were saved."""
