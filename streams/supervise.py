@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -15,7 +16,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["WorkerProcess", "free_port", "http_json", "http_post_json", "spawn"]
+__all__ = ["WorkerProcess", "die_with_parent", "free_port", "http_json", "http_post_json", "spawn"]
+
+_PR_SET_PDEATHSIG = 1
 
 
 def spawn(argv: list[str], log_path: Path | None, **popen: Any) -> subprocess.Popen[bytes]:
@@ -26,6 +29,20 @@ def spawn(argv: list[str], log_path: Path | None, **popen: Any) -> subprocess.Po
     finally:
         if log_path:
             out.close()  # type: ignore[union-attr]
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Runs in the child before exec: ask Linux to SIGTERM us when our parent dies (even by kill -9).
+
+    Linux sends it when the thread that started the child exits: start children from a thread that
+    lives as long as they should.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        # The parent may have died between fork and prctl: then nobody would ever signal us.
+        if os.getppid() != parent_pid:
+            os._exit(1)
 
 
 def free_port() -> int:
@@ -101,8 +118,12 @@ class WorkerProcess:
         return f"http://127.0.0.1:{self.web_port}"
 
     def start(self, ready_timeout_s: float = 90.0) -> WorkerProcess:
+        parent = os.getpid()
+        # Its own session (stop() signals the group), and it goes when its parent goes: a demo or a
+        # test killed with -9 leaves no worker behind holding its ports and consumer group.
         self.process = spawn(
-            [sys.executable, "-m", "streams.cli", "worker"], self.log_path, env=self.env, start_new_session=True
+            [sys.executable, "-m", "streams.cli", "worker"], self.log_path, env=self.env, start_new_session=True,
+            preexec_fn=lambda: die_with_parent(parent),
         )
         self.wait_ready(ready_timeout_s)
         return self
