@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,3 +90,36 @@ def run_cli(*args: str, env: dict[str, str] | None = None, stdin: bytes | None =
         timeout=timeout,
         cwd=REPO,
     )
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie has exited: only its entry remains)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def child_outlives_killed_parent(code: str, within_s: float) -> tuple[bool, str]:
+    """Run ``code`` in a parent process; it starts a child and prints ``up <child pid>``. Kill the
+    parent with -9 and wait up to ``within_s`` for the child to go. (Child still alive, parent's line.)"""
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        line = parent.stdout.readline()  # type: ignore[union-attr]
+        if not line.startswith("up"):
+            return True, line
+        child = int(line.split()[1])
+        assert process_alive(child), line
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline and process_alive(child):
+            time.sleep(0.1)
+        return process_alive(child), line
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        if child is not None and process_alive(child):
+            os.kill(child, signal.SIGKILL)

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -16,6 +11,7 @@ from streams.broker import EmbeddedBroker
 from streams.exceptions import BrokerStartError
 from streams.kafka import broker_answers, describe_topics, ensure_topics
 from streams.supervise import free_port
+from tests.conftest import child_outlives_killed_parent
 
 pytestmark = pytest.mark.integration
 
@@ -50,29 +46,9 @@ def test_broker_dies_with_its_parent_even_on_kill_9() -> None:
         "import time; from streams.broker import EmbeddedBroker; "
         f"b = EmbeddedBroker(port={port}).start(); print('up', b.process.pid, flush=True); time.sleep(120)"
     )
-    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        line = parent.stdout.readline()  # type: ignore[union-attr]
-        assert line.startswith("up"), line
-        child = int(line.split()[1])
-        assert _answers(f"127.0.0.1:{port}")
-        os.kill(parent.pid, signal.SIGKILL)
-        parent.wait()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _alive(child):
-            time.sleep(0.1)
-        assert not _alive(child), "tansu outlived its killed parent"
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"  # a zombie has exited; only its entry remains
-    except FileNotFoundError:
-        return False
+    alive, line = child_outlives_killed_parent(code, within_s=10)
+    assert line.startswith("up"), line
+    assert not alive, "tansu outlived its killed parent"
 
 
 def test_event_topics_get_a_retention_and_state_topics_are_compacted(broker: EmbeddedBroker) -> None:
