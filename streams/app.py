@@ -117,7 +117,7 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
             log.debug("topic check failed: %s", exc)
             return
         if created:
-            log_loss.topics_recreated(created)
+            log_loss.topics_recreated()
             log.warning("topics missing on the broker (did it lose its log?) were created again: %s", created)
 
     @app.task

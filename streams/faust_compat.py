@@ -266,11 +266,13 @@ def _within_served_log(consumer: Any, offsets: Mapping[Any, int], lost_at_ms: in
     """
     try:
         assignment = consumer._thread._consumer._subscription.subscription.assignment  # noqa: SLF001
-    except AttributeError:  # not started, or between assignments: Faust's own checks decide
+    except AttributeError:  # not started: Faust's own checks decide
+        return dict(offsets)
+    if assignment is None:  # between assignments: Faust's own checks decide
         return dict(offsets)
     kept: dict[Any, int] = {}
     for tp, offset in offsets.items():
-        state = assignment.state_value(tp) if assignment is not None else None
+        state = assignment.state_value(tp)
         if state is None or state.highwater is None:
             kept[tp] = offset
         elif lost_at_ms is not None and (state.timestamp or 0) < lost_at_ms:

@@ -95,10 +95,9 @@ class LogLossWatch:
                 return
         self.processed[tp] = offset + 1
 
-    def topics_recreated(self, topics: list[str]) -> None:
-        """Our topics were missing on the broker (it lost its log) and were created again."""
-        if topics:
-            self.log_lost_at_ms = int(time.time() * 1000)
+    def topics_recreated(self) -> None:
+        """Our topics were missing on the broker (it lost its log) and have just been created again."""
+        self.log_lost_at_ms = int(time.time() * 1000)
 
     def saw_end(self, tp: Any, end: int | None) -> None:
         if end is not None and end > self.end_seen.get(tp, -1):

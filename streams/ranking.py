@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 class _TenantView(MutableMapping[str, list[float]]):
     """One tenant's slice of a shared table, under a key prefix.
 
-    Inside :meth:`buffered` writes are held and then written once per key: an impression updates two
+    Between :meth:`hold` and :meth:`flush` writes are held and then written once per key: an impression updates two
     engagement records per product shown, so a batch writes the same popular keys many times, and
     each table write is a changelog record (the cost that bounds the learning agent).
     """
@@ -68,6 +68,7 @@ class _TenantView(MutableMapping[str, list[float]]):
         return sum(1 for _ in self)
 
     def hold(self) -> None:
+        """Hold writes until :meth:`flush`."""
         if self._held is None:
             self._held = {}
 
@@ -121,18 +122,17 @@ class RankerHub:
 
     def learn(self, interactions: list[AttributedInteraction]) -> None:
         """Learn a batch (of one source partition: the caller has made its last event current)."""
-        held: list[_TenantView] = []
+        held: dict[str, _TenantView] = {}
         try:
             for it in interactions:
                 ranker = self.get(it.tenant)
                 if ranker is not None:
-                    view = self._views[it.tenant]
-                    if view._held is None:  # noqa: SLF001 - the hub owns its views
-                        view.hold()
-                        held.append(view)
+                    if it.tenant not in held:
+                        held[it.tenant] = self._views[it.tenant]
+                        held[it.tenant].hold()
                     ranker.learn(it)
         finally:
-            for view in held:
+            for view in held.values():
                 view.flush()
 
     def checkpoint(self) -> int:
