@@ -29,8 +29,8 @@ from streams.supervise import WorkerProcess, free_port
 
 __all__ = ["demo"]
 
-#: Queries for a non-interactive run on the demo catalogue (arguments or a prompt replace them).
-EXAMPLE_QUERIES = ("pruning shears", "organic cotton teddy bear", "waterproof jacket", "fitness tracker")
+#: Queries for a non-interactive run on the bundled DummyJSON catalogue (arguments or a prompt replace them).
+EXAMPLE_QUERIES = ("lightweight laptop", "luxury watch", "running shoes", "pan for stir fry", "red lipstick")
 
 
 @click.command()
@@ -38,23 +38,32 @@ EXAMPLE_QUERIES = ("pruning shears", "organic cotton teddy bear", "waterproof ja
 @click.option("--events", type=click.IntRange(0, 1_000_000), default=2_000, show_default=True,
               help="Shopper events to stream after the searches (0 to skip).")
 @click.option("--catalogue", "catalogue_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="Catalogue JSON lines to index instead of the 2,000 synthetic products.")
+              default=None, help="Catalogue JSON lines to index instead of the bundled DummyJSON products.")
+@click.option("--synthetic", type=click.IntRange(1, 1_000_000), default=None,
+              help="Index this many seeded synthetic products (streams/samples/generator.py) instead.")
 @click.option("--learn-events", type=click.IntRange(0, 1_000_000), default=6_000, show_default=True,
               help="Simulated shopper events to run through the learning loop at the end (0 to skip).")
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True, help="Seconds to wait.")
 @click.pass_context
-def demo(ctx: click.Context, queries: tuple[str, ...], events: int, catalogue_file: Path | None, learn_events: int,
-         seed: int, timeout: float) -> None:
+def demo(ctx: click.Context, queries: tuple[str, ...], events: int, catalogue_file: Path | None,
+         synthetic: int | None, learn_events: int, seed: int, timeout: float) -> None:
     """Index the sample catalogue, answer QUERIES (or prompt), stream shopper events."""
     from models.export import export_base_model
     from schemas import DecodeError
-    from streams.samples import load_catalogue_file, sample_catalogue
+    from streams.samples import generate_catalogue, load_catalogue_file, sample_catalogue
 
     settings: Settings = ctx.ensure_object(dict)["settings"]
     console = Console(stderr=True)
+    if catalogue_file and synthetic:
+        raise click.UsageError("give --catalogue or --synthetic, not both")
     try:
-        catalogue = load_catalogue_file(catalogue_file, "demo") if catalogue_file else sample_catalogue("demo")
+        if catalogue_file:
+            catalogue = load_catalogue_file(catalogue_file, "demo")
+        elif synthetic:
+            catalogue = generate_catalogue(synthetic, seed=seed, tenant="demo")
+        else:
+            catalogue = sample_catalogue("demo")
     except DecodeError as err:
         raise click.ClickException(f"{err.detail} ({err.reason})") from None
     with console.status("exporting the bundled model to ONNX (first run only)…"):

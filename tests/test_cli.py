@@ -119,3 +119,26 @@ def test_worker_without_a_model_says_how_to_make_one(broker: EmbeddedBroker, tmp
     env = {"SHOPRANK_KAFKA_BOOTSTRAP": broker.bootstrap, "SHOPRANK_MODELS_DIR": str(tmp_path)}
     line = _one_line_error(run_cli("worker", env=env), 1)
     assert "shoprank models export" in line
+
+
+def test_demo_indexes_the_bundled_real_catalogue_and_answers_queries(  # type: ignore[no-untyped-def]
+        broker: EmbeddedBroker, prefix: str, model_dir, tmp_path) -> None:
+    """The README's main command, on the session broker: DummyJSON's products indexed, queries answered."""
+    env = {"SHOPRANK_KAFKA_BOOTSTRAP": broker.bootstrap, "SHOPRANK_KAFKA_TOPIC_PREFIX": prefix,
+           "SHOPRANK_MODELS_DIR": str(model_dir.parent), "SHOPRANK_MODELS_EMBEDDER": model_dir.name,
+           "SHOPRANK_WORKER_DATA_DIR": str(tmp_path), "COLUMNS": "160"}
+    result = run_cli("demo", "gaming laptop", "rolex", "--events", "300", "--learn-events", "0", env=env,
+                     timeout=300)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    assert "indexed 194 products" in result.stderr
+    laptops = {"New DELL XPS 13 9300 Laptop", "Lenovo Yoga 920", "Huawei Matebook X Pro",
+               "Asus Zenbook Pro Dual Screen Laptop", "Apple MacBook Pro 14 Inch Space Grey"}
+    answers = result.stdout.split("“rolex”")
+    assert len(answers) == 2, result.stdout
+    laptop_rows = [line for line in answers[0].splitlines() if line.startswith("│ 1 ")]
+    assert laptop_rows and any(name in laptop_rows[0] for name in laptops), answers[0]
+    rolex_rows = [line for line in answers[1].splitlines() if line.startswith("│ 1 ")]
+    assert rolex_rows and "Rolex" in rolex_rows[0], answers[1]
+    assert "brand: " in result.stdout and "category: " in result.stdout  # facets
+    assert "USD" in result.stdout  # prices
+    assert "dead letters:" in result.stdout and "counted (expected" in result.stdout

@@ -10,6 +10,7 @@ import pytest
 
 from schemas import CatalogueUpdate, DecodeError, decode, encode
 from streams.samples import (
+    DUMMYJSON_PRODUCTS,
     SAMPLE_SIZE,
     TAXONOMY,
     TOPIC_KINDS,
@@ -30,7 +31,7 @@ def generated() -> list[CatalogueUpdate]:
 
 # --- the demo catalogue, catalogue files and the DummyJSON converter -------------------------------------
 
-# Two products in DummyJSON's shape, written for this test (no DummyJSON data is shipped).
+# Two products in DummyJSON's shape, written for this test (edge cases the bundled file may not have).
 DUMMY = [
     {"id": 2, "title": "Eyeshadow Palette with Mirror", "description": "A palette of shades.", "category": "beauty",
      "price": 19.99, "discountPercentage": 5.5, "rating": 4.2, "stock": 44, "tags": ["beauty", "eyeshadow"],
@@ -46,11 +47,28 @@ DUMMY = [
 ]
 
 
-def test_sample_catalogue_is_the_seeded_synthetic_one() -> None:
+def test_sample_catalogue_is_dummyjsons_real_products_unchanged_with_their_licence() -> None:
+    import subprocess
+
+    # The bundled file is upstream's bytes (the git blob named in NOTICE.md), and the MIT notice travels with it.
+    blob = subprocess.run(["git", "hash-object", str(DUMMYJSON_PRODUCTS)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    notice = (DUMMYJSON_PRODUCTS.parent / "NOTICE.md").read_text()
+    assert blob in notice
+    licence = (DUMMYJSON_PRODUCTS.parent / "LICENSE").read_text()
+    assert licence.startswith("The MIT License") and "Muhammad Ovi" in licence
     products = sample_catalogue("acme")
     assert len(products) == SAMPLE_SIZE and {p.tenant for p in products} == {"acme"}
+    assert len({p.product_id for p in products}) == SAMPLE_SIZE
     assert sample_catalogue("acme") == products
     assert decode(CatalogueUpdate, encode(products[0])) == products[0]
+    by_id = {p.product_id: p for p in products}
+    mascara = by_id["dummyjson-1"]
+    assert (mascara.title, mascara.brand, mascara.price) == ("Essence Mascara Lash Princess", "Essence", 9.99)
+    assert mascara.category_path == ["Beauty", "Makeup"]
+    assert len({p.category_path[-1] for p in products if p.category_path}) == 24
+    assert sum(p.brand is not None for p in products) == 102
+    assert all(p.price and p.price > 0 and p.margin is not None for p in products)
 
 
 def test_dummyjson_conversion_loads_as_a_catalogue_file(tmp_path: Path) -> None:

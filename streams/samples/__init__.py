@@ -1,8 +1,7 @@
 """Sample catalogues for the demo, benchmarks and simulations.
 
-* :func:`sample_catalogue` - the demo's catalogue: 2,000 seeded synthetic products (no real catalogue is
-  shipped; ``shoprank demo --catalogue FILE`` takes a real one, e.g. one made by
-  :mod:`streams.samples.dummyjson` from DummyJSON's MIT-licensed products).
+* :func:`sample_catalogue` - the demo's catalogue: DummyJSON's 194 real products (MIT licence, bundled in
+  ``data/dummyjson/`` with its licence and provenance), converted by :mod:`streams.samples.dummyjson`.
 * :func:`load_catalogue_file` - catalogue JSON lines (the ``CatalogueUpdate`` contract, tenant optional).
 * :func:`generate_catalogue` - any number of synthetic products, deterministic for a seed, with ground-truth
   intent labels (:func:`product_topics`, :func:`is_relevant`) for search simulations. See
@@ -19,9 +18,11 @@ import orjson
 from schemas.base import validate
 from schemas.catalogue import CatalogueUpdate
 from schemas.exceptions import DecodeError
+from streams.samples.dummyjson import convert
 from streams.samples.generator import TAXONOMY, TOPIC_KINDS, generate_catalogue, is_relevant, product_topics
 
 __all__ = [
+    "DUMMYJSON_PRODUCTS",
     "SAMPLE_SIZE",
     "load_catalogue_file",
     "TAXONOMY",
@@ -32,13 +33,22 @@ __all__ = [
     "sample_catalogue",
 ]
 
-#: Size of the demo's synthetic catalogue.
-SAMPLE_SIZE = 2_000
+#: DummyJSON's ``database/products.json`` as published upstream (see ``data/dummyjson/NOTICE.md``).
+DUMMYJSON_PRODUCTS = Path(__file__).parent / "data" / "dummyjson" / "products.json"
+
+#: Products in the bundled catalogue.
+SAMPLE_SIZE = 194
 
 
 def sample_catalogue(tenant: str = "demo") -> list[CatalogueUpdate]:
-    """The demo catalogue for ``tenant``: seeded synthetic products (see :func:`generate_catalogue`)."""
-    return generate_catalogue(SAMPLE_SIZE, seed=0, tenant=tenant)
+    """The bundled real catalogue (DummyJSON, MIT) as upserts for ``tenant``, in product id order."""
+    try:
+        raw = orjson.loads(DUMMYJSON_PRODUCTS.read_bytes())
+    except FileNotFoundError:
+        raise DecodeError("sample_missing", f"{DUMMYJSON_PRODUCTS} is missing: reinstall shoprank "
+                          "(pip install -e .) or pass --catalogue FILE") from None
+    return [validate(CatalogueUpdate, {**orjson.loads(line), "tenant": tenant})
+            for line in convert(raw).splitlines()]
 
 
 def load_catalogue_file(path: Path, tenant: str = "demo") -> list[CatalogueUpdate]:

@@ -1,7 +1,8 @@
-"""Convert a DummyJSON ``products.json`` (MIT) into catalogue JSON lines, for ``shoprank demo --catalogue``.
+"""Convert a DummyJSON ``products.json`` (MIT) into catalogue JSON lines: the demo's bundled catalogue.
 
-The data itself is not shipped with shoprank. Get DummyJSON's ``database/products.json`` (MIT licence,
-https://github.com/Ovi/DummyJSON), then::
+shoprank ships DummyJSON's ``database/products.json`` unchanged in ``data/dummyjson/`` (with its licence and
+provenance); :func:`streams.samples.sample_catalogue` converts it at load time. A newer upstream file
+converts the same way::
 
     python -m streams.samples.dummyjson products.json catalogue.jsonl
     shoprank demo --catalogue catalogue.jsonl
@@ -136,7 +137,7 @@ def convert(products: list[dict[str, Any]]) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m streams.samples._convert_dummyjson PRODUCTS_JSON OUT_JSONL``."""
+    """``python -m streams.samples.dummyjson PRODUCTS_JSON OUT_JSONL``."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
         print(__doc__, file=sys.stderr)
