@@ -26,6 +26,7 @@ from _results import Row, append_rows, code_version  # noqa: E402
 from streams.broker import EmbeddedBroker  # noqa: E402
 from streams.kafka import ensure_topics, producer  # noqa: E402
 from streams.sample_sessions import session_traffic  # noqa: E402
+from streams.settings import Settings  # noqa: E402
 from streams.supervise import WorkerProcess, free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +60,7 @@ def main() -> int:
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     tenants = ("demo", "acme")
+    store = Settings().worker.store  # SHOPRANK_WORKER_STORE, as the worker reads it
     traffic = session_traffic(args.sessions, tenants=tenants, seed=23)
     want: dict[str, float] = {}
     for t in tenants:
@@ -77,7 +79,10 @@ def main() -> int:
             extra_env={"SHOPRANK_STORE_DIR": str(Path(tmp) / "index"), "SHOPRANK_KAFKA_SESSION_TIMEOUT_S": "4",
                        "SHOPRANK_KAFKA_HEARTBEAT_INTERVAL_S": "0.5"},
         )
+        started = time.monotonic()
         worker.start(ready_timeout_s=180)
+        first_start_s = time.monotonic() - started
+        restarts_s: list[float] = []
         t0 = time.monotonic()
         kills = mid_run = 0
         try:
@@ -87,8 +92,11 @@ def main() -> int:
                 mid_run += got != want
                 worker.kill()
                 kills += 1
+                started = time.monotonic()
                 worker.start(ready_timeout_s=300)
-                print(f"kill {kills}: {sum(got.values()):,.0f} of {sum(want.values()):,.0f} counted before it")
+                restarts_s.append(time.monotonic() - started)
+                print(f"kill {kills}: {sum(got.values()):,.0f} of {sum(want.values()):,.0f} counted before it; "
+                      f"ready again in {restarts_s[-1]:.1f} s")
             deadline = time.monotonic() + 900
             got = _state(worker, tenants, want)
             while got != want and time.monotonic() < deadline:
@@ -106,10 +114,16 @@ def main() -> int:
           f"quantities {len(want)}, unexpected {unexpected}")
     note = (f"{len(traffic.messages):,} messages ({args.sessions:,} sessions, 2 tenants, 2% retried), "
             f"{kills} kill -9 every {args.kill_every:g} s ({mid_run} landed mid-run), {seconds:.0f} s to exact; "
+            f"table store {store}; "
             f"{len(want)} totals compared (pixel counts per type, attributed clicks/carts/purchases/revenue/margin); "
             f"baseline = ground truth; code {code_version(REPO / 'streams')}")
+    restart_note = (f"{store} tables; kill -9 to /readyz 200, each restart: "
+                    f"{', '.join(f'{r:.1f}' for r in restarts_s)} s; baseline = the first start, on empty tables; "
+                    f"code {code_version(REPO / 'streams')}")
     rows = [
         Row("messages through kill -9 restarts", float(len(traffic.messages)), None, note),
+        Row("worker restart s after kill -9, slowest (vs first start)", max(restarts_s, default=float("nan")),
+            first_start_s, restart_note),
         Row("kill -9 restarts survived", float(kills), None, note),
         Row("events lost (sum over totals below the truth; goal 0)", lost, None, note),
         Row("events counted twice (sum over totals above the truth; goal 0)", twice, None, note),

@@ -8,7 +8,8 @@ from typing import Any
 
 import faust
 
-from streams import faust_compat
+from schemas.topics import TOPICS
+from streams import faust_compat, table_store
 from streams.batching import in_thread
 from streams.catalogue import CataloguePipeline
 from streams.kafka import ensure_topics
@@ -52,7 +53,8 @@ class ShoprankApp:
 
 def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
     """A configured, not yet started Faust app talking to ``bootstrap`` (Kafka protocol only)."""
-    log_loss = LogLossWatch()
+    log_loss = LogLossWatch({settings.topic(name): spec.partitions for name, spec in TOPICS.items()})
+    table_store.install()
     faust_compat.install(fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms, log_loss=log_loss)
     kafka = settings.kafka
     worker = settings.worker
@@ -62,7 +64,7 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
         f"{kafka.topic_prefix}{worker.app_id}",
         broker=[f"kafka://{server.strip()}" for server in bootstrap.split(",")],
         store=worker.store,
-        datadir=str(worker.data_dir / worker.app_id),
+        datadir=str(settings.faust_dir),
         autodiscover=False,
         topic_replication_factor=1,
         # Our own topics are created up front with their partition counts (streams.kafka.ensure_topics);

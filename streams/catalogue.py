@@ -19,6 +19,7 @@ from streams import metrics
 from streams.batching import as_current, in_thread
 from streams.deadletters import DeadLetterSink
 from streams.settings import Settings
+from streams.table_store import table_options
 
 __all__ = ["CataloguePipeline"]
 
@@ -64,7 +65,8 @@ class CataloguePipeline:
             settings.topic("catalogue"), key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
         )
         # Newest updated_at per tenant:product_id, deletes included: a late upsert cannot resurrect.
-        self.versions = app.Table("catalogue-versions", default=None, partitions=TOPICS["catalogue"].partitions)
+        self.versions = app.Table("catalogue-versions", default=None, partitions=TOPICS["catalogue"].partitions,
+                                  options=table_options(settings.worker.store))
         self.dead = DeadLetterSink(app, settings, self.AGENT)
         self.stats = CatalogueStats()
         self._indexer_factory = indexer_factory

@@ -87,6 +87,7 @@ def install(fetch_max_wait_ms: int | None = None, log_loss: LogLossWatch | None 
     _install_seek_fence()
     _install_stale_handover_guard()
     _install_log_loss_hooks()
+    _install_changelog_check()
     _installed = True
 
 
@@ -331,3 +332,37 @@ def _install_log_loss_hooks() -> None:
     consumer_cls.ack = watched_ack
     consumer_cls._commit_offsets = watched_commit_offsets
     driver_cls.seek_to_committed = watched_seek_to_committed
+
+
+def _install_changelog_check() -> None:
+    """A table on disk that is ahead of its changelog re-reads the new changelog instead of stopping Faust.
+
+    Faust starts reading a changelog partition after the offset its database on disk persisted, and
+    refuses to start (ConsistencyError) when that offset is past the partition's end. Offsets never go
+    back on a live log, so that means the broker lost its log while this worker was away (the embedded
+    broker keeps it in memory only). The table on disk is the newest state there is: keep it, read the
+    new changelog from its start (what it holds was written after the loss), and tell the
+    :class:`LogLossWatch`, so that the agents restart the offset watermarks kept in those tables.
+    """
+    from faust.tables import recovery as faust_recovery
+
+    recovery_cls = faust_recovery.Recovery
+    build_offsets = recovery_cls._build_offsets
+
+    async def checked_build_offsets(self: Any, consumer: Any, tps: Any, destination: Any, title: str) -> None:
+        await build_offsets(self, consumer, tps, destination, title)
+        persisted = [tp for tp in tps if destination.get(tp) is not None and destination[tp] >= 0]
+        if not persisted:
+            return
+        ends = await consumer.highwaters(*persisted)
+        for tp in persisted:
+            end = ends.get(tp)
+            if end is None or destination[tp] <= end - 1:
+                continue
+            log.warning("table changelog %s[%d] ends at offset %d, before the %d its table on disk reached: "
+                        "reading it from the start", tp.topic, tp.partition, end, destination[tp])
+            if _log_loss is not None:
+                _log_loss.changelog_went_back(tp, destination[tp], end)
+            destination[tp] = -1
+
+    recovery_cls._build_offsets = checked_build_offsets

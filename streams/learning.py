@@ -28,6 +28,7 @@ from streams.deadletters import DeadLetterSink, salvage
 from streams.dedupe import BatchedDedupe
 from streams.logloss import LogLossWatch
 from streams.settings import Settings
+from streams.table_store import table_options
 
 __all__ = ["LearningPipeline", "Learner"]
 
@@ -64,7 +65,8 @@ class LearningPipeline:
         partitions = TOPICS["interactions"].partitions
         # One table for dedupe entries and totals: its writes go to one changelog partition per source
         # partition, in order, so a totals record that survived a crash implies the entries before it did.
-        self.state = app.Table("learn-state", default=None, partitions=partitions, help="dedupe ids and totals")
+        self.state = app.Table("learn-state", default=None, partitions=partitions, help="dedupe ids and totals",
+                               options=table_options(settings.worker.store))
         self.dead = DeadLetterSink(app, settings, self.AGENT)
         self.dedupe = BatchedDedupe(self.state, int(settings.pixel.dedupe_window_s * 1000))
         self.stats = LearningStats()

@@ -60,7 +60,9 @@ class LogReset:
 class LogLossWatch:
     """Per-partition bookkeeping of the worker's consumer; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, topics: dict[str, int] | None = None) -> None:
+        #: Our topics and their partition counts: all of them restart when a changelog went back.
+        self.topics = dict(topics or {})
         self.processed: dict[Any, int] = {}  # tp -> next offset to process (last acked + 1)
         self.end_seen: dict[Any, int] = {}
         self.committed: dict[Any, int] = {}
@@ -72,6 +74,7 @@ class LogLossWatch:
         # A reset starts a new epoch, so a record of the old log that finishes after the reset is told
         # apart from the new log's records by when it was fetched, whatever the offsets or generations.
         self.epoch = 0
+        self._whole_log_reset = False  # changelog_went_back has marked every partition once
         #: When our topics were last found missing on the broker and created again (ms since the epoch):
         #: commits then wait for the new log's end (streams.faust_compat._within_served_log).
         self.log_lost_at_ms: int | None = None
@@ -149,6 +152,29 @@ class LogLossWatch:
                 reset.lost, processed, end - 1,
             )
         return found
+
+    def changelog_went_back(self, tp: Any, persisted: int, end: int) -> None:
+        """A table's changelog partition ``tp`` ends (``end``) before the offset its database on disk had
+        reached (``persisted``): the broker lost its log while this worker was away.
+
+        The tables on disk are kept (streams.table_store), but the offset watermarks in them belong to
+        the old log, and so does every partition of our topics: the agents restart their watermarks on
+        all of them. What the old log held beyond what this worker had processed is unknown here.
+        """
+        reset = LogReset(tp.topic, tp.partition, persisted + 1, end, persisted + 1, persisted + 1, 0,
+                         int(time.time() * 1000), self.epoch)
+        self.resets.append(reset)
+        if not self._whole_log_reset:
+            for topic, partitions in self.topics.items():
+                self._pending.setdefault(topic, set()).update(range(partitions))
+            self._whole_log_reset = True
+            log.warning(
+                "the broker lost its log while this worker was away: changelog %s[%d] ends at offset %d, the "
+                "table on disk had reached %d. The tables on disk are kept and the agents count the new log "
+                "from its start; records of the old log this worker had not processed are gone (the embedded "
+                "broker keeps its log in memory only; use a replicated Kafka cluster in production)",
+                tp.topic, tp.partition, end, persisted,
+            )
 
     # -- read by the agents -----------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from streams.dedupe import BatchedDedupe
 from streams.logloss import LogLossWatch
 from streams.privacy import ForgetList
 from streams.settings import Settings
+from streams.table_store import table_options
 
 __all__ = ["PixelPipeline", "PixelValidator"]
 
@@ -93,7 +94,8 @@ class PixelPipeline:
         # Dedupe entries and counts share one table: its writes reach one changelog partition per source
         # partition in order, so counts that survived a crash imply the dedupe entries written before.
         self.state = app.Table("pixel-state", default=None, partitions=partitions,
-                               help="event ids seen, sessions, counts")
+                               help="event ids seen, sessions, counts",
+                               options=table_options(settings.worker.store))
         self.dedupe = BatchedDedupe(self.state, self.dedupe_window_ms)
         self.dead = DeadLetterSink(app, settings, self.AGENT)
         self.stats = PixelStats()

@@ -81,9 +81,13 @@ class WorkerSettings(_Section):
     )
     web_host: str = Field(default="127.0.0.1", description="SHOPRANK_WORKER_WEB_HOST: bind address of the HTTP server.")
     web_port: int = Field(default=6066, ge=1, le=65535, description="SHOPRANK_WORKER_WEB_PORT.")
-    # memory:// rebuilds tables from their changelog topics at start-up: correct on any broker
-    # and needs no native extension. rocksdb:// (faust-streaming[rocksdict]) makes restarts faster.
-    store: str = Field(default="memory://", description="SHOPRANK_WORKER_STORE: Faust table store URL.")
+    # rocksdb:// keeps the tables (aggregates, dedupe ids, sessions, catalogue versions) on local disk
+    # under data_dir (streams.table_store): a restart reads only the changelog's tail, and a broker that
+    # lost its log does not take them along. memory:// rebuilds them from the changelogs at every start.
+    store: str = Field(
+        default="rocksdb://", pattern=r"^(rocksdb|memory)://",
+        description="SHOPRANK_WORKER_STORE: Faust table store, rocksdb:// (on disk) or memory://.",
+    )
     data_dir: Path = Field(default=Path(".shoprank"), description="SHOPRANK_WORKER_DATA_DIR: local state.")
     loglevel: LogLevel = Field(default="warn", description="SHOPRANK_WORKER_LOGLEVEL.")
     metrics_interval_s: float = Field(
@@ -309,6 +313,11 @@ class Settings(_Section):
     @property
     def keys_file(self) -> Path:
         return self.security.keys_file or self.worker.data_dir / "keys.json"
+
+    @property
+    def faust_dir(self) -> Path:
+        """Faust's data directory (its tables on disk), one per deployment: topic prefix and app id."""
+        return self.worker.data_dir / f"{self.kafka.topic_prefix}{self.worker.app_id}"
 
     def topic(self, name: str) -> str:
         """Broker-side name of a logical topic (``pixel`` → ``shoprank.pixel``, with the prefix)."""

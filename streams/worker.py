@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+from pathlib import Path
+from typing import IO
 
 import faust
 
@@ -16,6 +19,21 @@ from streams.settings import Settings
 __all__ = ["run_worker"]
 
 
+def _hold_data_dir(path: Path) -> IO[bytes]:
+    """Lock the worker's data directory: two workers on one table store would each wait for the other."""
+    path.mkdir(parents=True, exist_ok=True)
+    handle = (path / "worker.lock").open("ab")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise UserInputError(
+            f"another worker is using {path} — give each worker on this machine its own "
+            "SHOPRANK_WORKER_DATA_DIR (or its own SHOPRANK_WORKER_APP_ID)"
+        ) from None
+    return handle
+
+
 def run_worker(settings: Settings) -> int:
     """Start (or reuse) the broker, create missing topics, then serve until stopped. Returns an exit code."""
     manifest = settings.models.embedder_dir / "manifest.json"
@@ -24,7 +42,7 @@ def run_worker(settings: Settings) -> int:
             f"no exported model in {settings.models.embedder_dir} — run `shoprank models export` "
             "(or set SHOPRANK_MODELS_DIR)"
         )
-    (settings.worker.data_dir / settings.worker.app_id).mkdir(parents=True, exist_ok=True)
+    lock = _hold_data_dir(settings.faust_dir)  # noqa: F841 - held (by the open file) until the process ends
     bootstrap, broker = resolve_bootstrap(settings.kafka, start_embedded=True)
     try:
         loop = asyncio.new_event_loop()

@@ -121,6 +121,18 @@ def test_worker_without_a_model_says_how_to_make_one(broker: EmbeddedBroker, tmp
     assert "shoprank models export" in line
 
 
+def test_second_worker_on_the_same_data_dir_is_refused_with_the_fix(  # type: ignore[no-untyped-def]
+        broker: EmbeddedBroker, prefix: str, make_worker, model_dir, tmp_path) -> None:
+    """Its tables are on disk (RocksDB): a second worker there would wait on the first's locks for good."""
+    first = make_worker(prefix, app_id="one-dir")
+    env = {"SHOPRANK_KAFKA_BOOTSTRAP": broker.bootstrap, "SHOPRANK_KAFKA_TOPIC_PREFIX": prefix,
+           "SHOPRANK_WORKER_APP_ID": "one-dir", "SHOPRANK_WORKER_DATA_DIR": first.env["SHOPRANK_WORKER_DATA_DIR"],
+           "SHOPRANK_MODELS_DIR": str(model_dir.parent), "SHOPRANK_MODELS_EMBEDDER": model_dir.name}
+    line = _one_line_error(run_cli("worker", env=env), 1)
+    assert "another worker is using" in line and "SHOPRANK_WORKER_DATA_DIR" in line
+    assert first.get("/readyz")["ready"] is True  # the first one is untouched
+
+
 def test_demo_indexes_the_bundled_real_catalogue_and_answers_queries(  # type: ignore[no-untyped-def]
         broker: EmbeddedBroker, prefix: str, model_dir, tmp_path) -> None:
     """The README's main command, on the session broker: DummyJSON's products indexed, queries answered."""

@@ -400,6 +400,56 @@ def test_broker_restart_worker_reconnects_keeps_disk_state_and_counts_new_events
     assert all(p.exists() and p.stat().st_size > 0 for p in checkpoints)
 
 
+def test_broker_restart_while_the_worker_is_down_keeps_its_aggregates_on_disk(
+        tmp_path, model_dir) -> None:  # type: ignore[no-untyped-def]
+    """The tables live on local disk (streams.table_store): a worker stopped, then started again on an
+    empty broker, still has its totals and counts, and counts the new log from its start (its changelogs
+    on the new broker end before the offsets its tables had reached: streams.faust_compat)."""
+    from streams.sample_sessions import session_traffic
+    from streams.supervise import http_post_json
+    from tests.test_search import PRODUCTS, product
+
+    env = _Restartable(tmp_path, model_dir, "away")
+    worker = env.worker
+    try:
+        worker.start()
+        shop = [product(*p) for p in PRODUCTS]
+        env.send_products(shop)
+        before = session_traffic(200, tenants=env.tenants, seed=71)
+        env.send_sessions(before)
+        wait_for("catalogue indexed", lambda: worker.get("/v1/stats/catalogue")["embedded"] == len(shop), 60)
+        wait_for("sessions counted", lambda: env.learned(_sum_totals(before.totals)), 60)
+        worker.stop()
+
+        assert env.broker is not None
+        env.broker.stop()  # its log is in memory: every topic, changelog and committed offset is gone
+        env.start_broker()
+        worker.start()
+        wait_for("worker ready on the new broker, its topics created again", env.ready_with_topics, 90, every_s=0.5)
+        # Nothing was replayed (the new log is empty): what the worker reports comes from its disk.
+        assert env.learned(_sum_totals(before.totals)), {t: _learning(worker, t) for t in env.tenants}
+        got_pixel = worker.get("/v1/stats/pixel")["counts"]
+        assert {t: {k: float(v) for k, v in got_pixel[t].items()} for t in env.tenants} == _sum_totals(
+            before.pixel_counts)
+        report = worker.get("/v1/stats/broker")
+        assert any("learn-state" in r["topic"] for r in report["log_resets"]), report
+
+        # The new log's offsets start at 0 again: its sessions count in full, on top of the old ones.
+        after = session_traffic(100, tenants=env.tenants, seed=72)
+        env.send_sessions(after)
+        wait_for("sessions on the new log counted on top", lambda: env.learned(_sum_totals(before.totals, after.totals)),
+                 60)
+        time.sleep(2.0)  # anything counted twice would show up now
+        assert env.learned(_sum_totals(before.totals, after.totals))
+        got_pixel = worker.get("/v1/stats/pixel")["counts"]
+        assert {t: {k: float(v) for k, v in got_pixel[t].items()} for t in env.tenants} == _sum_totals(
+            before.pixel_counts, after.pixel_counts)
+        status, result = http_post_json(worker.url + "/v1/search", {"tenant": "demo", "query": "trail running shoes"})
+        assert status == 200 and "p1" in [i["product_id"] for i in result["items"]], result  # the index, on disk
+    finally:
+        env.stop()
+
+
 def test_broker_restart_with_work_in_flight_reports_what_the_log_lost(
         tmp_path, model_dir) -> None:  # type: ignore[no-untyped-def]
     from tests.test_search import PRODUCTS, product

@@ -1,0 +1,66 @@
+"""Faust tables on local disk (RocksDB through rocksdict): the aggregates survive any restart.
+
+``SHOPRANK_WORKER_STORE=rocksdb://`` (the default) keeps every table partition in a RocksDB database
+under the worker's data directory. A restarted worker then reads only the changelog records written
+after the last one it had persisted (Faust keeps that offset in each database), so start-up no longer
+grows with the changelogs; and a broker that lost its log (the embedded one keeps it in memory only)
+no longer takes the aggregates with it.
+
+Two things differ from Faust's own RocksDB store:
+
+* **Reads by key, not by the current event's partition.** Faust reads a key from the database of the
+  partition of the event being processed. shoprank writes each record in the context of the event
+  that caused it (``streams.batching.as_current``), but reads across partitions: a batch mixes them,
+  and the search agent reads the learning agent's engagement counters while handling a search
+  request. Keys are unique across partitions here (as in the memory store, a single dict), so a read
+  goes to the partition that holds the key (Faust's key index, then each database's bloom filter).
+* **Small memory budget.** Faust's defaults allow 3 × 64 MB of write buffers and a 2 GB block cache per
+  partition database; a worker holds a few dozen of those. These tables are small and hot, and
+  their working set lives in the OS page cache anyway.
+
+A database whose persisted changelog offset is past the changelog's end (the broker lost its log) is
+handled in :mod:`streams.faust_compat`: Faust would refuse to start.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faust import stores
+from faust.stores import rocksdb as faust_rocksdb
+
+__all__ = ["RocksStore", "install", "table_options"]
+
+#: Per partition database: write buffers (bytes, count) and block cache (bytes).
+_WRITE_BUFFER_BYTES = 4 * 1024 * 1024
+_WRITE_BUFFERS = 2
+_BLOCK_CACHE_BYTES = 8 * 1024 * 1024
+
+
+def table_options(store_url: str) -> dict[str, Any] | None:
+    """Options for ``app.Table(options=...)`` with this store (None: the store takes none)."""
+    if not store_url.startswith("rocksdb:"):
+        return None
+    return {
+        "driver": "rocksdict",
+        "write_buffer_size": _WRITE_BUFFER_BYTES,
+        "max_write_buffer_number": _WRITE_BUFFERS,
+        "block_cache_size": _BLOCK_CACHE_BYTES,
+        "block_cache_compressed_size": 0,
+    }
+
+
+class RocksStore(faust_rocksdb.Store):
+    """Faust's RocksDB store, read by key across its partitions (see the module docstring)."""
+
+    def _get(self, key: bytes) -> bytes | None:
+        found = self._get_bucket_for_key(key)
+        return None if found is None else found.value
+
+    def _contains(self, key: bytes) -> bool:
+        return self._get_bucket_for_key(key) is not None
+
+
+def install() -> None:
+    """``rocksdb://`` store URLs build :class:`RocksStore` (Faust's registry maps a URL scheme to a class)."""
+    stores.STORES.aliases["rocksdb"] = f"{__name__}:RocksStore"
