@@ -275,7 +275,7 @@ def _sum_totals(*parts: dict[str, Any]) -> dict[str, dict[str, float]]:
 class _Restartable:
     """A worker on a broker of its own, which the test stops and starts again on the same port."""
 
-    def __init__(self, tmp_path: Any, model_dir: Any, app_id: str) -> None:
+    def __init__(self, tmp_path: Any, model_dir: Any, app_id: str, store: str | None = None) -> None:
         import uuid
 
         from streams.kafka import ensure_topics
@@ -293,7 +293,8 @@ class _Restartable:
             data_dir=tmp_path / "data", log_path=tmp_path / "worker.log",
             extra_env={"SHOPRANK_MODELS_DIR": str(model_dir.parent), "SHOPRANK_MODELS_EMBEDDER": model_dir.name,
                        "SHOPRANK_STORE_DIR": str(tmp_path / "index"), "SHOPRANK_RANKER_CHECKPOINT_INTERVAL_S": "1",
-                       "SHOPRANK_KAFKA_SESSION_TIMEOUT_S": "4", "SHOPRANK_KAFKA_HEARTBEAT_INTERVAL_S": "0.5"})
+                       "SHOPRANK_KAFKA_SESSION_TIMEOUT_S": "4", "SHOPRANK_KAFKA_HEARTBEAT_INTERVAL_S": "0.5",
+                       **({"SHOPRANK_WORKER_STORE": store} if store else {})})
 
     @property
     def bootstrap(self) -> str:
@@ -402,14 +403,14 @@ def test_broker_restart_worker_reconnects_keeps_disk_state_and_counts_new_events
 
 def test_broker_restart_while_the_worker_is_down_keeps_its_aggregates_on_disk(
         tmp_path, model_dir) -> None:  # type: ignore[no-untyped-def]
-    """The tables live on local disk (streams.table_store): a worker stopped, then started again on an
+    """With rocksdb:// the tables live on local disk (streams.table_store): a worker stopped, then started on an
     empty broker, still has its totals and counts, and counts the new log from its start (its changelogs
     on the new broker end before the offsets its tables had reached: streams.faust_compat)."""
     from streams.sample_sessions import session_traffic
     from streams.supervise import http_post_json
     from tests.test_search import PRODUCTS, product
 
-    env = _Restartable(tmp_path, model_dir, "away")
+    env = _Restartable(tmp_path, model_dir, "away", store="rocksdb://")
     worker = env.worker
     try:
         worker.start()
