@@ -1,6 +1,6 @@
 """Faust tables on local disk (RocksDB through rocksdict): the aggregates survive any restart.
 
-``SHOPRANK_WORKER_STORE=rocksdb://`` (opt-in) keeps every table partition in a RocksDB database
+``SHOPRANK_WORKER_STORE=rocksdb://`` (the default) keeps every table partition in a RocksDB database
 under the worker's data directory. A restarted worker then reads only the changelog records written
 after the last one it had persisted (Faust keeps that offset in each database), so start-up no longer
 grows with the changelogs; and a broker that lost its log (the embedded one keeps it in memory only)
@@ -21,11 +21,10 @@ Two things differ from Faust's own RocksDB store:
 A database whose persisted changelog offset is past the changelog's end (the broker lost its log) is
 handled in :mod:`streams.faust_compat`: Faust would refuse to start.
 
-Not the default yet: under repeated kill -9 (bench/bench_faults.py, 2026-12-03) three runs each lost
-2-14% of a tenant's attributed clicks (none counted twice; pixel counts exact); memory:// lost nothing.
-Each restart had a single rebalance and the learning agent saw every offset in order within each
-process, so the loss is across restarts: some record of a table, as rebuilt from disk plus the
-changelog's tail, is not what the replayed events expect. Not found yet.
+Exact under repeated kill -9 (bench/bench_faults.py). The first runs lost 2-14% of a tenant's
+attributed clicks: tables recovered in seconds, so a worker's consumer could be fetching past its
+committed offset when Faust's post-assignment seek began, and the seek fence then resumed after the
+skipped records (fixed in streams.faust_compat; memory:// recovery was too slow to hit it).
 """
 
 from __future__ import annotations
