@@ -336,6 +336,20 @@ class _Restartable:
         _send_all(self.bootstrap, self.topic("catalogue"),
                   [(f"{u.tenant}:{u.product_id}".encode(), encode(u)) for u in updates])
 
+    def start_with_shop(self, seed: int) -> tuple[list[Any], Any]:
+        """Start the worker, index the test shop and count 200 sessions; (products, session traffic)."""
+        from streams.sample_sessions import session_traffic
+        from tests.test_search import PRODUCTS, product
+
+        self.worker.start()
+        shop = [product(*p) for p in PRODUCTS]
+        self.send_products(shop)
+        traffic = session_traffic(200, tenants=self.tenants, seed=seed)
+        self.send_sessions(traffic)
+        wait_for("catalogue indexed", lambda: self.worker.get("/v1/stats/catalogue")["embedded"] == len(shop), 60)
+        wait_for("sessions counted", lambda: self.learned(_sum_totals(traffic.totals)), 60)
+        return shop, traffic
+
     def learned(self, want: dict[str, dict[str, float]]) -> bool:
         return all({k: float(_learning(self.worker, t).get(k, 0)) for k in want[t]} == want[t] for t in self.tenants)
 
@@ -350,18 +364,11 @@ def test_broker_restart_worker_reconnects_keeps_disk_state_and_counts_new_events
     from models.store.edge import EdgeStore
     from streams.sample_sessions import session_traffic
     from streams.supervise import http_post_json
-    from tests.test_search import PRODUCTS, product
 
     env = _Restartable(tmp_path, model_dir, "restarted")
     worker = env.worker
     try:
-        worker.start()
-        shop = [product(*p) for p in PRODUCTS]
-        env.send_products(shop)
-        before = session_traffic(200, tenants=env.tenants, seed=61)
-        env.send_sessions(before)
-        wait_for("catalogue indexed", lambda: worker.get("/v1/stats/catalogue")["embedded"] == len(shop), 60)
-        wait_for("sessions counted", lambda: env.learned(_sum_totals(before.totals)), 60)
+        shop, before = env.start_with_shop(seed=61)
         rankers = tmp_path / "data" / "rankers" / env.app_id
         checkpoints = wait_for("ranker checkpoints on disk", lambda: sorted(rankers.glob("*")), 30)
         time.sleep(3.5)  # past Faust's commit interval: the broker holds this worker's offsets
@@ -408,18 +415,11 @@ def test_broker_restart_while_the_worker_is_down_keeps_its_aggregates_on_disk(
     on the new broker end before the offsets its tables had reached: streams.faust_compat)."""
     from streams.sample_sessions import session_traffic
     from streams.supervise import http_post_json
-    from tests.test_search import PRODUCTS, product
 
     env = _Restartable(tmp_path, model_dir, "away", store="rocksdb://")
     worker = env.worker
     try:
-        worker.start()
-        shop = [product(*p) for p in PRODUCTS]
-        env.send_products(shop)
-        before = session_traffic(200, tenants=env.tenants, seed=71)
-        env.send_sessions(before)
-        wait_for("catalogue indexed", lambda: worker.get("/v1/stats/catalogue")["embedded"] == len(shop), 60)
-        wait_for("sessions counted", lambda: env.learned(_sum_totals(before.totals)), 60)
+        _, before = env.start_with_shop(seed=71)
         worker.stop()
 
         assert env.broker is not None
