@@ -112,14 +112,15 @@ def main() -> int:
     unexpected = sorted(set(got) - set(want))
     print(f"{kills} kills ({mid_run} mid-run), {seconds:.0f} s; lost {lost:g}, counted twice {twice:g}; "
           f"quantities {len(want)}, unexpected {unexpected}")
+    code = code_version(REPO / "streams")
     note = (f"{len(traffic.messages):,} messages ({args.sessions:,} sessions, 2 tenants, 2% retried), "
             f"{kills} kill -9 every {args.kill_every:g} s ({mid_run} landed mid-run), {seconds:.0f} s to exact; "
             f"table store {store}; "
             f"{len(want)} totals compared (pixel counts per type, attributed clicks/carts/purchases/revenue/margin); "
-            f"baseline = ground truth; code {code_version(REPO / 'streams')}")
+            f"baseline = ground truth; code {code}")
     restart_note = (f"{store} tables; kill -9 to /readyz 200, each restart: "
                     f"{', '.join(f'{r:.1f}' for r in restarts_s)} s; baseline = the first start, on empty tables; "
-                    f"code {code_version(REPO / 'streams')}")
+                    f"code {code}")
     rows = [
         Row("messages through kill -9 restarts", float(len(traffic.messages)), None, note),
         Row("worker restart s after kill -9, slowest (vs first start)", max(restarts_s, default=float("nan")),
