@@ -36,6 +36,10 @@ class _TenantView(MutableMapping[str, list[float]]):
     def __init__(self, table: Any, prefix: str) -> None:
         self.table, self.prefix = table, prefix
         self._held: dict[str, list[float]] | None = None
+        # Reads go straight to a Faust table's store (``table.data``): ``table.get`` looks a key up twice
+        # (contains, then get), and a search reads two records for each of a hundred candidates. A plain
+        # mapping is its own store.
+        self._read = getattr(table, "data", table).get
 
     def __getitem__(self, key: str) -> list[float]:
         value = self.get(key)
@@ -46,7 +50,7 @@ class _TenantView(MutableMapping[str, list[float]]):
     def get(self, key: str, default: Any = None) -> Any:
         if self._held is not None and key in self._held:
             return self._held[key]
-        value = self.table.get(self.prefix + key)
+        value = self._read(self.prefix + key)
         return default if value is None else value
 
     def __setitem__(self, key: str, value: list[float]) -> None:

@@ -217,6 +217,10 @@ class ModelSettings(_Section):
         default=0, ge=0,
         description="SHOPRANK_MODELS_DIMENSIONS: serve the first N dimensions (Matryoshka); 0 = all. Re-index after.",
     )
+    threads: int = Field(
+        default=0, ge=0,
+        description="SHOPRANK_MODELS_THREADS: ONNX Runtime threads per model; 0 = one per core.",
+    )
     swap_check_s: float = Field(
         default=5.0, gt=0,
         description="SHOPRANK_MODELS_SWAP_CHECK_S: how often workers look for a tenant's newly promoted model.",

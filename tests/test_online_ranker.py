@@ -95,6 +95,42 @@ def test_a_new_product_gets_explored_and_earns_its_place() -> None:
     assert final[[r.hit.product_id for r in final].index("p29")].features["is_new"] == 1.0
 
 
+def test_ranking_a_batch_scores_each_candidate_as_river_and_the_feature_builder_would_one_by_one() -> None:
+    # The ranker scores all candidates at once (numpy); River's own one-by-one prediction is the reference.
+    from models.ranker import candidate_features
+    from models.ranker.online import _clean
+
+    objective = Objective(conversion=1.0, revenue=0.02, margin=0.5)
+    ranker = OnlineRanker(RankerConfig(objective=objective, warmup=0, explore_slots=()), Engagement({}))
+    hits = _hits(30)
+    for i, h in enumerate(hits):
+        h.payload.update(price=10.0 + 7 * i, margin=0.05 * (i % 9), brand="Acme Shoes" if i % 3 else None,
+                         category_path=["Sports", "Running shoes"])
+    _simulate(ranker, hits, good={"p4", "p21"}, rounds=300)
+    now = NOW + 400_000
+    ranked = ranker.rank("acme shoes", hits, now_ms=now, page_size=10)
+    e = ranker.engagement
+    for r in ranked:
+        rank = hits.index(r.hit)
+        one = candidate_features(query="acme shoes", rank=rank, scores=r.hit.scores, payload=r.hit.payload,
+                                 engagement=e, now_ms=now)
+        assert r.features == pytest.approx(one, rel=1e-12, abs=1e-15)
+        p, qp = e.rates(e.product_key(r.hit.product_id), now), e.rates(e.pair_key("acme shoes", r.hit.product_id), now)
+        assert (one["p_impressions"], one["p_ctr"], one["p_atc"], one["p_cvr"]) == pytest.approx(
+            (math.log1p(p.impressions), p.ctr, p.atc, p.cvr), rel=1e-12)
+        assert (one["qp_impressions"], one["qp_ctr"], one["qp_cvr"]) == pytest.approx(
+            (math.log1p(qp.impressions), qp.ctr, qp.cvr), rel=1e-12)
+        assert one["retrieval_rank"] == 1.0 / (1 + rank) and one["price_log"] == math.log1p(r.hit.payload["price"])
+        x = _clean(one)
+        p_click = ranker.click.predict_proba_one(ranker.click_scaler.transform_one(x))[True]
+        p_buy = ranker.buy.predict_proba_one(ranker.buy_scaler.transform_one(x))[True]
+        expected = p_click * p_buy * objective.value(math.expm1(x["price_log"]), x["margin_rate"])
+        assert r.value == pytest.approx(expected, rel=1e-9)
+    assert [r.value for r in ranked] == sorted((r.value for r in ranked), reverse=True)
+    assert len({round(r.value, 12) for r in ranked}) > 10  # a trained model, not one constant score
+    assert ranked[0].features["brand_match"] == 1.0 or ranked[0].features["category_match"] == 1.0
+
+
 def test_checkpoint_round_trip_gives_identical_scores(tmp_path: Path) -> None:
     store: dict[str, list[float]] = {}
     ranker = OnlineRanker(RankerConfig(warmup=10, explore_slots=()), Engagement(store))

@@ -186,6 +186,25 @@ def test_gateway(env: Env) -> None:
     assert "SearchRequest" in spec["components"]["schemas"]
 
 
+def test_concurrent_gateway_searches_each_get_their_own_answer(env: Env) -> None:
+    # Searches arriving together are answered in one batch: no answer may go to another request.
+    from concurrent.futures import ThreadPoolExecutor
+
+    expected = {"chef knife": "p9", "cast iron skillet": "p8", "hammer drill XJ-9000": "p5", "running socks": "p10"}
+    queries = list(expected) * 6
+
+    def post(query: str) -> tuple[str, int, dict[str, Any]]:
+        status, body = env.post(orjson.dumps({"tenant": "demo", "query": query, "page_size": 3}))
+        return query, status, body
+
+    with ThreadPoolExecutor(len(queries)) as pool:
+        answers = list(pool.map(post, queries))
+    for query, status, body in answers:
+        assert status == 200 and body["query"] == query, (query, body)
+        assert body["items"][0]["product_id"] == expected[query], (query, body["items"])
+    assert len({body["search_id"] for _, _, body in answers}) == len(queries)
+
+
 def test_updates_deletes_order_and_idempotence(env: Env) -> None:
     before = wait_stats(env.worker)
     # price/stock only: no re-embedding, visible in results

@@ -222,6 +222,47 @@ def test_set_payload_merges_without_touching_vectors(demo: VectorStore) -> None:
     assert ids(in_range) == ["p17"]
 
 
+def test_a_search_after_an_update_shows_the_new_payload(demo: VectorStore) -> None:
+    # The first search fills the edge store's payload cache; each write must reach the next search.
+    assert search(demo, "pre-seasoned skillet", mode="dense")[0].payload["price"] == 39.0
+    row = next(r for r in CATALOGUE if r[0] == "p17")
+    changed = point(row)
+    changed.payload.update(title="Lodge cast iron skillet 26cm", price=44.0)
+    demo.upsert(TENANT, [changed])
+    hit = search(demo, "pre-seasoned skillet", mode="dense")[0]
+    assert (hit.product_id, hit.payload["title"], hit.payload["price"]) == ("p17", "Lodge cast iron skillet 26cm", 44.0)
+    demo.set_payload(TENANT, "p17", {"price": 41.0})
+    assert search(demo, "pre-seasoned skillet", mode="dense")[0].payload["price"] == 41.0
+    demo.delete(TENANT, ["p17"])
+    assert "p17" not in ids(search(demo, "pre-seasoned skillet", mode="dense"))
+    demo.upsert(TENANT, [point(row)])
+    assert search(demo, "pre-seasoned skillet", mode="dense")[0].payload["price"] == 39.0
+
+
+def test_edge_payload_cache_is_bounded_and_drops_a_fill_that_raced_a_write(tmp_path: Path) -> None:
+    from models.store.edge import _PayloadCache
+
+    store = load(EdgeStore(tmp_path / "edge", payload_cache=5))
+    try:
+        for q in QUERIES:
+            reference = make("qdrant", tmp_path / q.replace(" ", "_"))
+            try:
+                assert ids(search(store, q)) == ids(search(load(reference), q)), q
+            finally:
+                reference.close()
+        assert len(store._payloads._entries) <= 5
+    finally:
+        store.close()
+    cache = _PayloadCache(10)
+    read_at = cache.generation("demo")  # a search reads the engine here ...
+    cache.invalidate("demo", ["k"])  # ... a write lands before it fills the cache
+    cache.fill("demo", read_at, {"k": {"price": 1.0}})
+    assert cache.get("demo", ["k"]) == ({}, ["k"])
+    cache.fill("demo", cache.generation("demo"), {"k": {"price": 2.0}})
+    assert cache.get("demo", ["k"]) == ({"k": {"price": 2.0}}, [])
+    assert cache.get("other", ["k"]) == ({}, ["k"])  # tenants never share entries
+
+
 def test_set_payload_of_unknown_product_says_so(demo: VectorStore) -> None:
     with pytest.raises(PointNotFound, match="upsert it"):
         demo.set_payload(TENANT, "p99", {"price": 1.0})

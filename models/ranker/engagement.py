@@ -12,8 +12,10 @@ The records live in any mutable mapping of plain lists: a dict in tests, a Faust
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 __all__ = ["Engagement", "Rates"]
 
@@ -49,6 +51,12 @@ class Engagement:
     def pair_key(query: str, product_id: str) -> str:
         return f"qp|{' '.join(query.lower().split())}|{product_id}"
 
+    @staticmethod
+    def pair_keys(query: str, product_ids: Sequence[str]) -> list[str]:
+        """:meth:`pair_key` for one query and many products."""
+        prefix = f"qp|{' '.join(query.lower().split())}|"
+        return [prefix + pid for pid in product_ids]
+
     def _decayed(self, key: str, now_ms: float) -> list[float]:
         rec = self.store.get(key)
         if rec is None:
@@ -82,6 +90,26 @@ class Engagement:
             atc=(rec[_A] + PRIOR_ATC * PRIOR_WEIGHT) / n,
             cvr=(rec[_P] + PRIOR_CVR * PRIOR_WEIGHT) / n,
         )
+
+    def rates_many(self, keys: Sequence[str], now_ms: float) -> np.ndarray:
+        """``[impressions, ctr, atc, cvr]`` per key, one row each: :meth:`rates` for many keys at once."""
+        recs = np.zeros((len(keys), _TS + 1), dtype=np.float64)
+        recs[:, _TS] = now_ms
+        get = self.store.get
+        for i, key in enumerate(keys):
+            rec = get(key)
+            if rec is not None:
+                recs[i] = rec
+        dt = now_ms - recs[:, _TS]
+        factor = np.where(dt > 0, 0.5 ** (np.maximum(dt, 0.0) / self.half_life_ms), 1.0)
+        counts = recs[:, :_TS] * factor[:, None]
+        n = counts[:, _E] + PRIOR_WEIGHT
+        return np.column_stack((
+            counts[:, _E],
+            (counts[:, _C] + PRIOR_CTR * PRIOR_WEIGHT) / n,
+            (counts[:, _A] + PRIOR_ATC * PRIOR_WEIGHT) / n,
+            (counts[:, _P] + PRIOR_CVR * PRIOR_WEIGHT) / n,
+        ))
 
     def record(self, key: str, now_ms: float) -> list[float]:
         """The decayed record (for tests and analytics)."""

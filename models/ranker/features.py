@@ -5,18 +5,24 @@ the fused RRF score and rank, category and brand words in the query) and engagem
 did with it: time-decayed, smoothed click, cart and purchase rates for the query×product pair and for
 the product). Business inputs (price, margin rate) and freshness (age, a new-product flag) complete
 the vector. Names are stable: they travel in ``SearchLog`` and ``AttributedInteraction``.
+
+A search scores about a hundred candidates, so they are built as one matrix (:func:`feature_matrix`,
+columns in ``FEATURES`` order): per-candidate dicts built by Python were half of a search's cost.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
 
 from models.ranker.engagement import Engagement
 
-__all__ = ["FEATURES", "NEW_PRODUCT_DAYS", "candidate_features", "query_tokens"]
+__all__ = ["FEATURES", "NEW_PRODUCT_DAYS", "Candidate", "candidate_features", "feature_matrix", "query_tokens"]
 
 #: A product first seen less than this many days ago is "new".
 NEW_PRODUCT_DAYS = 14.0
@@ -30,18 +36,33 @@ FEATURES = (
 )
 
 _TOKEN = re.compile(r"[a-z0-9]+")
+_COLUMN = {name: i for i, name in enumerate(FEATURES)}
+_DAY_MS = 86_400_000
+
+
+class Candidate(Protocol):
+    product_id: str
+    score: float
+    scores: dict[str, float]
+    payload: dict[str, Any]
 
 
 def query_tokens(query: str) -> frozenset[str]:
     return frozenset(_TOKEN.findall(query.lower()))
 
 
+@functools.lru_cache(maxsize=65_536)
+def _tokens_of_text(text: str) -> frozenset[str]:
+    # Brands and category paths repeat across candidates and searches: tokenise each once.
+    return frozenset(_TOKEN.findall(text.lower()))
+
+
 def _tokens_of(values: Any) -> frozenset[str]:
     if not values:
         return frozenset()
     if isinstance(values, str):
-        values = [values]
-    return frozenset(t for v in values for t in _TOKEN.findall(str(v).lower()))
+        return _tokens_of_text(values)
+    return _tokens_of_text(" ".join(str(v) for v in values))
 
 
 def _finite(x: Any, default: float = 0.0) -> float:
@@ -57,29 +78,44 @@ def candidate_features(
     engagement: Engagement, now_ms: int,
 ) -> dict[str, float]:
     """Features of one retrieved candidate for ``query`` (missing or non-finite inputs become 0)."""
+    row = _matrix(query, [(rank, scores, payload)], engagement, now_ms)[0]
+    return dict(zip(FEATURES, row.tolist(), strict=True))
+
+
+def feature_matrix(query: str, hits: Sequence[Candidate], engagement: Engagement, now_ms: int) -> np.ndarray:
+    """One row of features per candidate, in ``FEATURES`` order; a candidate's rank is its index."""
+    return _matrix(query, [(r, h.scores, h.payload) for r, h in enumerate(hits)], engagement, now_ms)
+
+
+def _matrix(query: str, candidates: Sequence[tuple[int, Mapping[str, float], Mapping[str, Any]]],
+            engagement: Engagement, now_ms: int) -> np.ndarray:
     q = query_tokens(query)
-    pid = str(payload.get("product_id", ""))
-    p = engagement.rates(engagement.product_key(pid), now_ms)
-    qp = engagement.rates(engagement.pair_key(query, pid), now_ms)
-    price = max(0.0, _finite(payload.get("price")))
-    created = payload.get("created_at") or payload.get("updated_at")
-    age_days = max(0.0, (now_ms - _finite(created, now_ms)) / 86_400_000) if created else 365.0
-    return {
-        "dense": _finite(scores.get("dense")),
-        "bm25": _finite(scores.get("bm25")),
-        "fused": _finite(scores.get("fused")),
-        "retrieval_rank": 1.0 / (1.0 + rank),
-        "category_match": 1.0 if q & _tokens_of(payload.get("category_path")) else 0.0,
-        "brand_match": 1.0 if q & _tokens_of(payload.get("brand")) else 0.0,
-        "p_impressions": math.log1p(p.impressions),
-        "p_ctr": p.ctr,
-        "p_atc": p.atc,
-        "p_cvr": p.cvr,
-        "qp_impressions": math.log1p(qp.impressions),
-        "qp_ctr": qp.ctr,
-        "qp_cvr": qp.cvr,
-        "price_log": math.log1p(price),
-        "margin_rate": min(1.0, max(-1.0, _finite(payload.get("margin")))),
-        "age_days": min(age_days, 365.0),
-        "is_new": 1.0 if age_days < NEW_PRODUCT_DAYS else 0.0,
-    }
+    pids: list[str] = []
+    rows: list[tuple[float, ...]] = []
+    for rank, scores, payload in candidates:
+        pids.append(str(payload.get("product_id", "")))
+        created = payload.get("created_at") or payload.get("updated_at")
+        age_days = max(0.0, (now_ms - _finite(created, now_ms)) / _DAY_MS) if created else 365.0
+        rows.append((
+            _finite(scores.get("dense")), _finite(scores.get("bm25")), _finite(scores.get("fused")),
+            1.0 / (1.0 + rank),
+            1.0 if q & _tokens_of(payload.get("category_path")) else 0.0,
+            1.0 if q & _tokens_of(payload.get("brand")) else 0.0,
+            math.log1p(max(0.0, _finite(payload.get("price")))),
+            min(1.0, max(-1.0, _finite(payload.get("margin")))),
+            min(age_days, 365.0),
+            1.0 if age_days < NEW_PRODUCT_DAYS else 0.0,
+        ))
+    out = np.zeros((len(rows), len(FEATURES)), dtype=np.float64)
+    if rows:
+        content = np.array(rows, dtype=np.float64)
+        out[:, 0:6] = content[:, 0:6]
+        out[:, 13:17] = content[:, 6:10]
+        p = engagement.rates_many([engagement.product_key(pid) for pid in pids], now_ms)
+        qp = engagement.rates_many(engagement.pair_keys(query, pids), now_ms)
+        out[:, 6] = np.log1p(p[:, 0])
+        out[:, 7:10] = p[:, 1:4]
+        out[:, 10] = np.log1p(qp[:, 0])
+        out[:, 11] = qp[:, 1]
+        out[:, 12] = qp[:, 3]
+    return out

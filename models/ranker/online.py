@@ -20,31 +20,24 @@ from __future__ import annotations
 import math
 import os
 import pickle
-import random
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+import numpy as np
 from river import linear_model, optim, preprocessing
 
 from models.ranker.engagement import Engagement
-from models.ranker.features import FEATURES, candidate_features
+from models.ranker.features import FEATURES, Candidate, feature_matrix
 from models.ranker.propensity import Propensity
 from schemas import AttributedInteraction
 
 __all__ = ["Objective", "RankerConfig", "OnlineRanker", "Ranked", "Candidate"]
 
 _MAX_IPS = 10.0
-
-
-class Candidate(Protocol):
-    product_id: str
-    score: float
-    scores: dict[str, float]
-    payload: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -98,6 +91,29 @@ def _model() -> tuple[preprocessing.StandardScaler, linear_model.LogisticRegress
     return preprocessing.StandardScaler(), linear_model.LogisticRegression(optimizer=optim.SGD(0.02), l2=1e-4)
 
 
+_PRICE_LOG = FEATURES.index("price_log")
+_MARGIN_RATE = FEATURES.index("margin_rate")
+
+
+def _dicts(x: np.ndarray) -> list[dict[str, float]]:
+    return [dict(zip(FEATURES, row, strict=True)) for row in x.tolist()]
+
+
+def _predict_proba(scaler: preprocessing.StandardScaler, model: linear_model.LogisticRegression,
+                   x: np.ndarray) -> np.ndarray:
+    """``model.predict_proba_one(scaler.transform_one(row))[True]`` for every row of ``x`` at once."""
+    means = np.array([scaler.means.get(f, 0.0) for f in FEATURES])
+    variances = np.array([scaler.vars.get(f, 0.0) for f in FEATURES])
+    std = np.sqrt(variances)
+    z = np.divide(x - means, std, out=np.zeros_like(x), where=variances != 0)
+    weights = model.weights
+    logit = z @ np.array([weights.get(f, 0.0) for f in FEATURES]) + model.intercept
+    # River's sigmoid saturates beyond +-30.
+    with np.errstate(over="ignore"):
+        p = 1.0 / (1.0 + np.exp(-logit))
+    return np.where(logit < -30, 0.0, np.where(logit > 30, 1.0, p))
+
+
 def _clean(features: Mapping[str, float]) -> dict[str, float]:
     """Exactly the known features, finite (a logged vector from an older version may lack some)."""
     out = {}
@@ -116,7 +132,7 @@ class OnlineRanker:
         self.buy_scaler, self.buy = _model()
         self.propensity = Propensity(config.explore_slots)
         self.updates = 0
-        self.rng = random.Random(config.seed)
+        self.rng = np.random.default_rng(config.seed)
         # Search threads rank while the learning agent updates: River models are plain dicts.
         self._lock = threading.Lock()
 
@@ -127,54 +143,59 @@ class OnlineRanker:
     # -- serving ----------------------------------------------------------------------------------
 
     def features(self, query: str, hits: Sequence[Candidate], now_ms: int) -> list[dict[str, float]]:
-        return [candidate_features(query=query, rank=r, scores=h.scores, payload=h.payload,
-                                   engagement=self.engagement, now_ms=now_ms) for r, h in enumerate(hits)]
+        return _dicts(feature_matrix(query, hits, self.engagement, now_ms))
 
     def rank(self, query: str, hits: Sequence[Candidate], *, now_ms: int, page_size: int,
              explore: bool = True) -> list[Ranked]:
         """Candidates re-ordered by predicted value, with exploration in the configured slots."""
         head = list(hits[: self.config.depth])
-        feats = self.features(query, head, now_ms)
+        x = feature_matrix(query, head, self.engagement, now_ms)
         with self._lock:
             warm = self.updates >= self.config.warmup
-            values = [self._value(f) if warm else h.score for h, f in zip(head, feats, strict=True)]
+            values = self._values(x).tolist() if warm else [h.score for h in head]
+        feats = _dicts(x)
         ranked = sorted((Ranked(h, v, f) for h, v, f in zip(head, values, feats, strict=True)),
                         key=lambda r: -r.value)
         if explore:
             self._explore(ranked, page_size)
         return ranked + [Ranked(h, h.score, {}) for h in hits[self.config.depth:]]
 
-    def _value(self, f: dict[str, float]) -> float:
-        x = _clean(f)
-        p_click = self.click.predict_proba_one(self.click_scaler.transform_one(x)).get(True, 0.0)
-        p_buy = self.buy.predict_proba_one(self.buy_scaler.transform_one(x)).get(True, 0.0)
-        price = math.expm1(x["price_log"])
-        return p_click * p_buy * self.config.objective.value(price, x["margin_rate"])
+    def _values(self, x: np.ndarray) -> np.ndarray:
+        """Predicted value of each row of ``x`` (columns in FEATURES order), as River would predict one by one."""
+        p_click = _predict_proba(self.click_scaler, self.click, x)
+        p_buy = _predict_proba(self.buy_scaler, self.buy, x)
+        price = np.expm1(x[:, _PRICE_LOG])
+        o = self.config.objective
+        return p_click * p_buy * (o.conversion + o.revenue * price + o.margin * price * x[:, _MARGIN_RATE])
 
     def _explore(self, ranked: list[Ranked], page_size: int) -> None:
-        """Thompson sampling: each slot goes to the pool candidate with the highest sampled click rate."""
+        """Thompson sampling: each slot goes to the pool candidate with the highest sampled click rate.
+
+        One draw per candidate from the Beta posterior of its examined clicks; the slots, in order, take
+        the best draw among the candidates at or below them not yet placed.
+        """
         slots = [s for s in self.config.explore_slots if s < min(page_size, len(ranked))]
         if not slots:
             return
         pool_end = min(len(ranked), page_size + self.config.explore_pool)
+        start = slots[0]
+        shown = np.array([math.expm1(r.features.get("p_impressions", 0.0)) for r in ranked[start:pool_end]])
+        ctr = np.array([r.features.get("p_ctr", 0.0) for r in ranked[start:pool_end]])
+        clicks = ctr * (shown + 20.0) - 1.0  # undo the smoothing prior
+        draws = self.rng.beta(np.maximum(clicks, 0.0) + 1.0, np.maximum(shown - clicks, 0.0) + 20.0).tolist()
+        pool = list(zip(ranked[start:pool_end], draws, strict=True))  # (candidate, draw), in ranked order
+        head = ranked[:start]
         for slot in slots:
-            pool = range(slot, pool_end)
-            best, best_draw = None, -1.0
-            for i in pool:
-                if ranked[i].explored:
-                    continue
-                f = ranked[i].features
-                shown = math.expm1(f.get("p_impressions", 0.0))
-                clicks = f.get("p_ctr", 0.0) * (shown + 20.0) - 1.0  # undo the smoothing prior
-                draw = self.rng.betavariate(max(clicks, 0.0) + 1.0, max(shown - clicks, 0.0) + 20.0)
-                if draw > best_draw:
-                    best, best_draw = i, draw
-            if best is not None and best != slot:
-                chosen = ranked.pop(best)
-                chosen.explored = True
-                ranked.insert(slot, chosen)
-            elif best == slot:
-                ranked[slot].explored = True
+            while len(head) < slot and pool:  # fill up to the slot in ranked order
+                head.append(pool.pop(0)[0])
+            if not pool:
+                break
+            best = max(range(len(pool)), key=lambda i: pool[i][1])
+            chosen = pool.pop(best)[0]
+            chosen.explored = True
+            head.append(chosen)
+        head.extend(r for r, _ in pool)
+        ranked[:pool_end] = head
 
     # -- learning ---------------------------------------------------------------------------------
 
@@ -223,7 +244,7 @@ class OnlineRanker:
             blob = pickle.dumps({
                 "name": self.name, "updates": self.updates, "click": (self.click_scaler, self.click),
                 "buy": (self.buy_scaler, self.buy), "propensity": self.propensity.state(),
-                "rng": self.rng.getstate(),
+                "rng": self.rng.bit_generator.state,
             })
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -242,5 +263,6 @@ class OnlineRanker:
         ranker.buy_scaler, ranker.buy = state["buy"]
         ranker.propensity.impressions = dict(state["propensity"]["impressions"])
         ranker.propensity.clicks = dict(state["propensity"]["clicks"])
-        ranker.rng.setstate(state["rng"])
+        if isinstance(state.get("rng"), dict):  # checkpoints before 2026-12-03 held a random.Random state
+            ranker.rng.bit_generator.state = state["rng"]
         return ranker

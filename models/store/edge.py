@@ -9,11 +9,17 @@ fails until the first closes it. Share one store per process; several processes 
 
 Edge has no background optimizer: points stay in an appendable, brute-force segment until
 :meth:`EdgeStore.optimize` builds the HNSW and payload-indexed segments. Call it after a bulk load.
+
+Search hits' payloads are kept in a bounded in-process cache (:class:`_PayloadCache`). Reading a hundred
+payloads from the engine and converting them to Python was a third of a search's cost; the cache stays
+exact because this store is the shard's only writer (see above), and every write goes through it.
 """
 
 from __future__ import annotations
 
+import itertools
 import shutil
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -103,16 +109,76 @@ def _config(dimensions: int, quantization: Quantization = "none") -> qe.EdgeConf
     )
 
 
+class _PayloadCache:
+    """Search-hit payloads by tenant and point id, at most ``capacity`` of them (oldest read evicted first).
+
+    A search that read the engine before a write and fills the cache after it would keep the old payload,
+    so writers bump the tenant's generation and a fill is dropped when the generation moved meanwhile.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: dict[tuple[str, str], dict[str, Any]] = {}
+        self._generation: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def generation(self, tenant: str) -> int:
+        return self._generation.get(tenant, 0)
+
+    def get(self, tenant: str, keys: Sequence[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+        """The cached payloads among ``keys``, and the keys to read from the engine."""
+        found: dict[str, dict[str, Any]] = {}
+        missing: list[str] = []
+        entries = self._entries
+        for key in keys:
+            payload = entries.get((tenant, key))
+            if payload is None:
+                missing.append(key)
+            else:
+                found[key] = payload
+        self.hits += len(found)
+        self.misses += len(missing)
+        return found, missing
+
+    def fill(self, tenant: str, generation: int, payloads: dict[str, dict[str, Any]]) -> None:
+        if self.capacity <= 0 or not payloads:
+            return
+        with self._lock:
+            if self._generation.get(tenant, 0) != generation:
+                return
+            entries = self._entries
+            for key, payload in payloads.items():
+                entries[(tenant, key)] = payload
+            excess = len(entries) - self.capacity
+            if excess > 0:
+                for old in list(itertools.islice(entries, excess)):
+                    del entries[old]
+
+    def invalidate(self, tenant: str, keys: Sequence[str] | None = None) -> None:
+        """Forget ``keys`` (every point of the tenant when None); call after the engine write."""
+        with self._lock:
+            self._generation[tenant] = self._generation.get(tenant, 0) + 1
+            if keys is None:
+                for old in [k for k in self._entries if k[0] == tenant]:
+                    del self._entries[old]
+            else:
+                for key in keys:
+                    self._entries.pop((tenant, key), None)
+
+
 class EdgeStore:
     """:class:`~models.store.base.VectorStore` on Qdrant Edge shards under ``root``. Not thread-safe."""
 
     backend = "edge"
 
-    def __init__(self, root: Path, quantization: Quantization = "none") -> None:
+    def __init__(self, root: Path, quantization: Quantization = "none", *, payload_cache: int = 20_000) -> None:
         self.root = Path(root)
         self.quantization = quantization
         self._shards: dict[str, qe.EdgeShard] = {}
         self._dims: dict[str, int] = {}  # known for shards opened by ensure_collection
+        self._payloads = _PayloadCache(payload_cache)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -207,7 +273,7 @@ class EdgeStore:
         shard = self._shard(tenant)
         dims = self._dims.get(tenant)
         for start in range(0, len(points), _BATCH):
-            batch = []
+            batch, ids = [], []
             for p in points[start : start + _BATCH]:
                 dense = np.asarray(p.dense, dtype=np.float32)
                 if dims is not None and dense.shape != (dims,):
@@ -216,9 +282,11 @@ class EdgeStore:
                         f"is indexed with {dims} dimensions — use the same embedder, or re-index"
                     )
                 vectors = {DENSE: dense.tolist(), SPARSE: document_vector(p.text)}
-                batch.append(qe.Point(point_id(tenant, p.product_id), vectors, clean_payload(p.product_id, p.payload)))
+                ids.append(point_id(tenant, p.product_id))
+                batch.append(qe.Point(ids[-1], vectors, clean_payload(p.product_id, p.payload)))
             with self._engine(tenant, "upsert"):
                 shard.update(qe.UpdateOperation.upsert_points(batch))
+            self._payloads.invalidate(tenant, ids)
 
     def set_payload(self, tenant: str, product_id: str, payload: dict[str, Any]) -> None:
         shard = self._shard(tenant)
@@ -229,13 +297,16 @@ class EdgeStore:
             raise PointNotFound(tenant, product_id)
         with self._engine(tenant, "set payload"):
             shard.update(qe.UpdateOperation.set_payload([pid], clean_payload(product_id, payload)))
+        self._payloads.invalidate(tenant, [pid])
 
     def delete(self, tenant: str, product_ids: Sequence[str]) -> None:
         if not product_ids:
             return
         shard = self._shard(tenant)
+        ids = [point_id(tenant, p) for p in product_ids]
         with self._engine(tenant, "delete"):
-            shard.update(qe.UpdateOperation.delete_points([point_id(tenant, p) for p in product_ids]))
+            shard.update(qe.UpdateOperation.delete_points(ids))
+        self._payloads.invalidate(tenant, ids)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -258,6 +329,7 @@ class EdgeStore:
     def drop(self, tenant: str) -> None:
         path = self.path(tenant)
         self._release(tenant)
+        self._payloads.invalidate(tenant)
         if path.is_dir():
             shutil.rmtree(path)
 
@@ -281,11 +353,17 @@ class EdgeStore:
         if plan is None:
             return []
         with self._engine(tenant, "search"):
+            generation = self._payloads.generation(tenant)
             ranked = rank(self._stages(shard, plan, edge_filter(filter)), plan.limit)
             # Payloads only for the final hits: reading them in the query costs twice as much per point
             # and would read up to twice as many points.
-            records = shard.retrieve([r.key for r in ranked], _HIT_PAYLOAD, False) if ranked else []
-        return to_hits(ranked, {str(r.id): payload for r in records if (payload := r.payload)})
+            payloads, missing = self._payloads.get(tenant, [r.key for r in ranked])
+            if missing:
+                read = {str(r.id): payload for r in shard.retrieve(missing, _HIT_PAYLOAD, False)
+                        if (payload := r.payload)}
+                self._payloads.fill(tenant, generation, read)
+                payloads.update(read)
+        return to_hits(ranked, payloads)
 
     def _stages(self, shard: qe.EdgeShard, plan: QueryPlan, where: qe.Filter | None) -> dict[str, list[Scored]]:
         queries: dict[str, Any] = {}
