@@ -49,7 +49,7 @@ class Engagement:
 
     @staticmethod
     def pair_key(query: str, product_id: str) -> str:
-        return f"qp|{' '.join(query.lower().split())}|{product_id}"
+        return Engagement.pair_keys(query, [product_id])[0]
 
     @staticmethod
     def pair_keys(query: str, product_ids: Sequence[str]) -> list[str]:

@@ -36,7 +36,6 @@ FEATURES = (
 )
 
 _TOKEN = re.compile(r"[a-z0-9]+")
-_COLUMN = {name: i for i, name in enumerate(FEATURES)}
 _DAY_MS = 86_400_000
 
 
