@@ -17,7 +17,8 @@ from streams.learning import LearningPipeline
 from streams.logloss import LogLossWatch
 from streams.pixel import PixelPipeline
 from streams.privacy import ForgetList
-from streams.ranking import RankerHub
+from streams.packed import PackedRecords
+from streams.ranking import ENGAGEMENT_PREFIX, RankerHub
 from streams.resources import Resources
 from streams.rules import RuleBook
 from streams.search import SearchPipeline
@@ -83,7 +84,7 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
     hub: RankerHub | None = None
     learning = LearningPipeline(app, settings, lambda: hub.learn if hub is not None else None, log_loss)
     # Engagement counters share the learning agent's table (one ordered changelog with the totals).
-    hub = RankerHub(settings, learning.state)
+    hub = RankerHub(settings, PackedRecords(learning.state, ENGAGEMENT_PREFIX))
     resources = Resources(settings, rules=rules.rules_for, ranker=hub.get)
     forget = ForgetList(app, settings, bootstrap)  # every tenant's forgotten shoppers, on every worker
     shop = ShoprankApp(

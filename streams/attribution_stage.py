@@ -76,6 +76,12 @@ class AttributionStage:
         #: A batch and a sweep never interleave: each reads session states, awaits the broker's
         #: acknowledgement of what it emits, then writes the states back.
         self._turn = asyncio.Lock()
+        #: When the sweep next has something to do with each session (worker clock, ms): right after a
+        #: batch wrote it (its old searches and clicks are trimmed), when its first parked event's grace
+        #: runs out, when it goes idle. The sweep reads only the sessions that are due: reading and
+        #: decoding every session every few seconds was a tenth of the pixel agent's time.
+        self._due: dict[str, int] = {}
+        table.on_recover(self._index_sessions)
         app.timer(cfg.sweep_interval_s, name="attribution-sweep")(self.sweep)
 
     async def handle_batch(self, items: Iterable[tuple[Any, PixelEvent | SearchLog]]) -> None:
@@ -108,6 +114,7 @@ class AttributionStage:
         for key, (state, event) in touched.items():
             as_current(event)
             self.sessions[key] = state
+            self._due[key] = now
 
     def searches_caught_up(self, partition: int) -> bool:
         """Whether this worker has handled the searches partition to its end (the fetcher's high-watermark).
@@ -138,11 +145,13 @@ class AttributionStage:
         settle = {p: self.searches_caught_up(p) for p in assigned}
         produced = Attributed()
         writes: list[tuple[str, dict[str, Any] | None, int]] = []  # (key, state to write or None: drop, partition)
-        for key, state in list(self.sessions.items()):
-            if not key.startswith(self.PREFIX):
-                continue
+        for key in [k for k, due in self._due.items() if due <= now]:
+            state = self.sessions.get(key)
             p = state.get("p") if state else None
-            if p not in assigned or p not in self._anchor:
+            if p not in assigned:  # gone, or another worker's now: its next recovery here indexes it again
+                del self._due[key]
+                continue
+            if p not in self._anchor:
                 continue
             had = (len(state["pending"]), len(state["searches"]), len(state["clicks"]))
             produced.extend(self.attributor.expire(state, now, settle=settle[p]))
@@ -150,14 +159,28 @@ class AttributionStage:
                 writes.append((key, None, p))
             elif had != (len(state["pending"]), len(state["searches"]), len(state["clicks"])):
                 writes.append((key, state, p))
+            self._due[key] = self._next_due(state, now, settled=settle[p])
         await self._emit(produced)  # before the states that no longer hold what it settled (see handle_batch)
         for key, new_state, p in writes:
             as_current(self._anchor[p])
             if new_state is None:
                 del self.sessions[key]
+                self._due.pop(key, None)
                 self.stats.sessions_expired += 1
             else:
                 self.sessions[key] = new_state
+
+    def _next_due(self, state: dict[str, Any], now: int, *, settled: bool) -> int:
+        """When the sweep must look at a session again that no batch touches meanwhile."""
+        if state["pending"]:
+            if not settled:  # its searches may still be in the backlog: look again next sweep
+                return now
+            return min(p["since"] for p in state["pending"]) + self.config.late_grace_ms
+        return state.get("seen", state["last_ts"]) + self.config.window_ms + 1
+
+    async def _index_sessions(self) -> None:
+        """After a recovery the sessions held here may have changed: the next sweep looks at each once."""
+        self._due = {key: 0 for key in self.sessions.keys() if isinstance(key, str) and key.startswith(self.PREFIX)}
 
     async def _emit(self, produced: Attributed) -> None:
         for ev, reason in produced.unattributed:

@@ -1,8 +1,8 @@
 """The worker's online rankers, one per tenant: built lazily, fed by the learning agent, read by search,
 checkpointed to disk and restored at start-up.
 
-Engagement counters live in the learning agent's Faust table (keys ``eng|<tenant>|…``), so they are
-rebuilt from its changelog like the analytics totals; the River models live in a checkpoint file
+Engagement counters live in the learning agent's Faust table (keys ``eng|<tenant>|…``, sent to its
+changelog in packs, streams.packed), so they are rebuilt from its changelog like the analytics totals; the River models live in a checkpoint file
 per tenant under the data directory, written atomically every few seconds and on shutdown. Models
 learn from interactions the learning agent has deduplicated, so a replay after a crash is not
 learned twice; what was learned after the last checkpoint and before a crash is relearned only if
@@ -18,28 +18,29 @@ from typing import Any
 
 from models.ranker import Engagement, Objective, OnlineRanker, RankerConfig
 from schemas import AttributedInteraction
+from streams.packed import Records
 from streams.settings import Settings
 
-__all__ = ["RankerHub"]
+__all__ = ["ENGAGEMENT_PREFIX", "RankerHub"]
+
+#: Engagement records' keys in the learning agent's table: ``eng|<tenant>|<Engagement key>``.
+ENGAGEMENT_PREFIX = "eng|"
 
 log = logging.getLogger(__name__)
 
 
 class _TenantView(MutableMapping[str, list[float]]):
-    """One tenant's slice of a shared table, under a key prefix.
+    """One tenant's engagement records, under a key prefix of the shared records.
 
-    Between :meth:`hold` and :meth:`flush` writes are held and then written once per key: an impression updates two
-    engagement records per product shown, so a batch writes the same popular keys many times, and
-    each table write is a changelog record (the cost that bounds the learning agent).
+    Between :meth:`hold` and :meth:`flush` writes are held and then written once per key, in one
+    :meth:`Records.write`: an impression updates two engagement records per product shown, so a batch
+    writes the same popular keys many times, and the learning table sends its changelog in packs
+    (streams.packed).
     """
 
-    def __init__(self, table: Any, prefix: str) -> None:
-        self.table, self.prefix = table, prefix
+    def __init__(self, records: Records, prefix: str) -> None:
+        self.records, self.prefix = records, prefix
         self._held: dict[str, list[float]] | None = None
-        # Reads go straight to a Faust table's store (``table.data``): ``table.get`` looks a key up twice
-        # (contains, then get), and a search reads two records for each of a hundred candidates. A plain
-        # mapping is its own store.
-        self._read = getattr(table, "data", table).get
 
     def __getitem__(self, key: str) -> list[float]:
         value = self.get(key)
@@ -50,23 +51,22 @@ class _TenantView(MutableMapping[str, list[float]]):
     def get(self, key: str, default: Any = None) -> Any:
         if self._held is not None and key in self._held:
             return self._held[key]
-        value = self._read(self.prefix + key)
+        value = self.records.get(self.prefix + key)
         return default if value is None else value
 
     def __setitem__(self, key: str, value: list[float]) -> None:
         if self._held is not None:
             self._held[key] = value
         else:
-            self.table[self.prefix + key] = value
+            self.records.write({self.prefix + key: value})
 
     def __delitem__(self, key: str) -> None:
-        self.flush()
-        del self.table[self.prefix + key]
+        raise TypeError("engagement records are never deleted: they decay (streams.packed keeps no tombstones)")
 
     def __iter__(self) -> Iterator[str]:
         self.flush()
         n = len(self.prefix)
-        return (k[n:] for k in list(self.table.keys()) if k.startswith(self.prefix))
+        return (k[n:] for k in self.records.keys(self.prefix))
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
@@ -79,15 +79,15 @@ class _TenantView(MutableMapping[str, list[float]]):
     def flush(self) -> None:
         """Write what was held (each key once) and stop holding."""
         held, self._held = self._held, None
-        for key, value in (held or {}).items():
-            self.table[self.prefix + key] = value
+        if held:
+            self.records.write({self.prefix + key: value for key, value in held.items()})
 
 
 class RankerHub:
-    def __init__(self, settings: Settings, table: Any) -> None:
+    def __init__(self, settings: Settings, records: Records) -> None:
         self.settings = settings.ranker
         self.tenants = frozenset(settings.tenants)
-        self.table = table
+        self.records = records
         self.dir = settings.worker.data_dir / "rankers" / settings.worker.app_id
         self._rankers: dict[str, OnlineRanker] = {}
         self._views: dict[str, _TenantView] = {}
@@ -110,7 +110,7 @@ class RankerHub:
             return None
         ranker = self._rankers.get(tenant)
         if ranker is None:
-            view = self._views[tenant] = _TenantView(self.table, f"eng|{tenant}|")
+            view = self._views[tenant] = _TenantView(self.records, f"{ENGAGEMENT_PREFIX}{tenant}|")
             engagement = Engagement(view, half_life_ms=self.settings.half_life_days * 86_400_000)
             path = self.path(tenant)
             config = self.config_for(tenant)

@@ -29,12 +29,17 @@ skipped records (fixed in streams.faust_compat; memory:// recovery was too slow 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from faust import stores
+from faust.stores import memory as faust_memory
 from faust.stores import rocksdb as faust_rocksdb
+from faust.types import EventT
 
-__all__ = ["RocksStore", "install", "table_options"]
+from streams.packed import expand_pack, is_pack_key
+
+__all__ = ["MemoryStore", "RocksStore", "install", "table_options"]
 
 #: Per partition database: write buffers (bytes, count) and block cache (bytes).
 _WRITE_BUFFER_BYTES = 4 * 1024 * 1024
@@ -65,7 +70,54 @@ class RocksStore(faust_rocksdb.Store):
     def _contains(self, key: bytes) -> bool:
         return self._get_bucket_for_key(key) is not None
 
+    def apply_changelog_batch(self, batch: Iterable[EventT], to_key: Callable[[Any], Any],
+                              to_value: Callable[[Any], Any]) -> None:
+        """Faust's recovery, with packs (streams.packed) expanded into the records they carry."""
+        super().apply_changelog_batch(_expanded(batch, self._encode_key, self._encode_value), to_key, to_value)
+
+
+class MemoryStore(faust_memory.Store):
+    """Faust's in-memory store, with packs (streams.packed) expanded into their records on recovery."""
+
+    def apply_changelog_batch(self, batch: Iterable[EventT], to_key: Callable[[Any], Any],
+                              to_value: Callable[[Any], Any]) -> None:
+        super().apply_changelog_batch(_expanded(batch, self._encode_key, self._encode_value), to_key, to_value)
+
+
+class _Record:
+    """A changelog event as far as Faust's stores read one: the decoded key and value, the raw message."""
+
+    __slots__ = ("key", "message", "value")
+
+    def __init__(self, key: str, value: Any, message: Any) -> None:
+        self.key, self.value, self.message = key, value, message
+
+
+class _Message:
+    __slots__ = ("key", "offset", "partition", "tp", "value")
+
+    def __init__(self, like: Any, key: bytes, value: bytes | None) -> None:
+        self.tp, self.partition, self.offset = like.tp, like.partition, like.offset
+        self.key, self.value = key, value
+
+
+def _expanded(batch: Iterable[EventT], encode_key: Callable[[Any], bytes],
+              encode_value: Callable[[Any], bytes | None]) -> Iterator[Any]:
+    """The changelog events of ``batch``, each pack replaced by one event per record it carries.
+
+    A pack's records take its offset, so the store's persisted offset still ends at the last record
+    read. The pack key itself is never stored.
+    """
+    for event in batch:
+        message = event.message
+        if not is_pack_key(message.key) or message.value is None:
+            yield event
+            continue
+        for key, stored in expand_pack(event.value):
+            yield _Record(key, stored, _Message(message, encode_key(key), encode_value(stored)))
+
 
 def install() -> None:
-    """``rocksdb://`` store URLs build :class:`RocksStore` (Faust's registry maps a URL scheme to a class)."""
+    """Store URLs build the stores above (Faust's registry maps a URL scheme to a class)."""
     stores.STORES.aliases["rocksdb"] = f"{__name__}:RocksStore"
+    stores.STORES.aliases["memory"] = f"{__name__}:MemoryStore"

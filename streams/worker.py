@@ -58,6 +58,9 @@ def run_worker(settings: Settings) -> int:
             quiet=True,
             redirect_stdouts=False,
         )
+        # Faust's start-up spinner hangs a DEBUG handler on the root logger and lowers the root to DEBUG,
+        # so every debug call in Faust built a log record: one per message sent (5% of a busy worker).
+        worker.spinner = None
         logging.getLogger("aiokafka").setLevel(logging.ERROR)
         try:
             worker.execute_from_commandline()

@@ -6,6 +6,7 @@ from typing import Any
 
 from models.ranker import Engagement
 from schemas import AttributedInteraction, LoggedItem
+from streams.packed import DictRecords
 from streams.ranking import RankerHub
 from streams.settings import Settings, WorkerSettings
 
@@ -46,7 +47,7 @@ def test_a_batch_writes_each_engagement_record_once_with_the_values_of_one_by_on
     batch = _batch()
 
     table = CountingTable()
-    hub = RankerHub(settings, table)
+    hub = RankerHub(settings, DictRecords(table))
     hub.learn(batch)
 
     reference: dict[str, list[float]] = {}  # the same updates, one write each, on a plain dict
