@@ -60,20 +60,91 @@ def table_options(store_url: str) -> dict[str, Any] | None:
     }
 
 
+#: Raw values (or their absence) the read cache of a store keeps before it starts again empty.
+_CACHE_ENTRIES = 50_000
+
+
 class RocksStore(faust_rocksdb.Store):
-    """Faust's RocksDB store, read by key across its partitions (see the module docstring)."""
+    """Faust's RocksDB store, read by key across its partitions, through a read cache (module docstring).
+
+    The cache holds raw values and absences: a search reads two engagement records for each of a
+    hundred candidates, most of them absent, and an absent key costs a lookup in every partition's
+    database. It stays exact because every write passes through this store: a write updates the
+    database, then counts itself and drops the key; a read that raced a write (the search thread reads
+    while the event loop writes) sees the count move and does not keep what it read.
+    """
+
+    _cache: dict[bytes, bytes | None] | None = None
+    _writes = 0
 
     def _get(self, key: bytes) -> bytes | None:
+        cache = self._cache
+        if cache is None:
+            cache = self._cache = {}
+        try:
+            return cache[key]
+        except KeyError:
+            pass
+        seen = self._writes
         found = self._get_bucket_for_key(key)
-        return None if found is None else found.value
+        value = None if found is None else found.value
+        if len(cache) >= _CACHE_ENTRIES:
+            cache.clear()
+        cache[key] = value
+        if self._writes != seen:  # a write landed meanwhile: what was read may be older than it
+            cache.pop(key, None)
+        return value
 
     def _contains(self, key: bytes) -> bool:
-        return self._get_bucket_for_key(key) is not None
+        return self._get(key) is not None
+
+    def _set(self, key: bytes, value: bytes | None) -> None:
+        super()._set(key, value)
+        self._wrote(key)
+
+    def _del(self, key: bytes) -> None:
+        super()._del(key)
+        self._wrote(key)
+
+    def _wrote(self, key: bytes | None) -> None:
+        """After a write to the databases (``None``: to any key)."""
+        self._writes += 1
+        if self._cache is not None:
+            if key is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(key, None)
 
     def apply_changelog_batch(self, batch: Iterable[EventT], to_key: Callable[[Any], Any],
                               to_value: Callable[[Any], Any]) -> None:
         """Faust's recovery, with packs (streams.packed) expanded into the records they carry."""
         super().apply_changelog_batch(_expanded(batch, self._encode_key, self._encode_value), to_key, to_value)
+        self._wrote(None)
+
+    def _open_for_partition(self, partition: int) -> Any:
+        db = super()._open_for_partition(partition)
+        self._wrote(None)  # keys read as absent may be in the database opened now
+        return db
+
+    def revoke_partitions(self, table: Any, tps: Any) -> None:
+        super().revoke_partitions(table, tps)
+        self._wrote(None)  # the partitions' databases are closed: their keys read as absent now
+
+    async def assign_partitions(self, table: Any, tps: Any, generation_id: int = 0) -> None:
+        await super().assign_partitions(table, tps, generation_id)
+        self._wrote(None)
+
+    def _clear(self) -> None:
+        super()._clear()
+        self._wrote(None)
+
+    def reset_state(self) -> None:
+        super().reset_state()
+        self._wrote(None)
+
+    def restore_backup(self, tp: Any, latest: bool = True, backup_id: int = 0) -> None:
+        super().restore_backup(tp, latest, backup_id)
+        self._wrote(None)
 
 
 class MemoryStore(faust_memory.Store):

@@ -1,0 +1,92 @@
+"""The worker's table stores (streams.table_store): packs expanded on recovery, an exact read cache."""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from typing import Any
+
+import faust
+import faust.streams as faust_streams
+import orjson
+import pytest
+from faust.types import TP
+
+from streams import table_store
+from streams.table_store import table_options
+
+
+class _Message:
+    def __init__(self, partition: int, offset: int = 0, key: bytes | None = None, value: bytes | None = None) -> None:
+        self.partition, self.offset, self.key, self.value = partition, offset, key, value
+        self.tp = TP("x-changelog", partition)
+
+
+class _Event:
+    def __init__(self, message: _Message, key: Any = None, value: Any = None) -> None:
+        self.message, self.key, self.value = message, key, value
+
+
+def changelog_event(partition: int, offset: int, key: str, value: Any) -> _Event:
+    """A changelog record as Faust's recovery hands it to a store: decoded key and value, raw message."""
+    raw = _Message(partition, offset, orjson.dumps(key), None if value is None else orjson.dumps(value))
+    return _Event(raw, key, value)
+
+
+@pytest.fixture(params=["rocksdb://", "memory://"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    table_store.install()
+    app = faust.App(f"t-{tmp_path.name}", broker="kafka://127.0.0.1:1", store=request.param, datadir=str(tmp_path))
+    table = app.Table("x", default=None, partitions=4, options=table_options(request.param))
+    event = _Event(_Message(1))
+    faust_streams._current_event.set(weakref.ref(event))  # noqa: SLF001 - writes go to the current event's partition
+    store = table.data
+    store.keep_alive = event
+    return store
+
+
+def test_packs_are_expanded_into_their_records_on_recovery(store: Any) -> None:
+    store["other"] = 0  # partition 1's database is open ...
+    assert store.get("eng|a") is None  # ... and this key was read (on disk: remembered) as absent there
+    pack = {"p": 1, "s": 7, "r": {"eng|a": [1.0], "eng|b": [2.0]}}
+    store.apply_changelog_batch([changelog_event(1, 5, "totals|x", {"n": 3}),
+                                 changelog_event(1, 6, "pk|1|7", pack)], to_key=lambda k: k, to_value=lambda v: v)
+    assert store.get("eng|a") == [1, 7, [1.0]]
+    assert store.get("eng|b") == [1, 7, [2.0]]
+    assert store.get("totals|x") == {"n": 3}
+    assert store.get("pk|1|7") is None  # the pack itself is not a record
+    if isinstance(store, table_store.RocksStore):
+        assert store.persisted_offset(TP("x-changelog", 1)) == 6
+
+
+def test_reads_see_every_write_through_the_cache(store: Any) -> None:
+    assert store.get("k") is None
+    store["k"] = [1]
+    assert store.get("k") == [1]
+    store["k"] = [2]
+    assert store["k"] == [2]
+    assert "k" in store
+    del store["k"]
+    assert store.get("k") is None
+    assert "k" not in store
+
+
+def test_a_read_that_races_a_write_keeps_nothing_stale(tmp_path: Path) -> None:
+    table_store.install()
+    app = faust.App(f"t-{tmp_path.name}", broker="kafka://127.0.0.1:1", store="rocksdb://", datadir=str(tmp_path))
+    store = app.Table("x", default=None, partitions=4, options=table_options("rocksdb://")).data
+    event = _Event(_Message(0))
+    faust_streams._current_event.set(weakref.ref(event))  # noqa: SLF001
+    store["k"] = [1]
+    read = store._get_bucket_for_key  # noqa: SLF001
+
+    def slow_read(key: bytes) -> Any:
+        found = read(key)  # the old value is read, then the event loop writes before the reader caches it
+        store["k"] = [2]
+        return found
+
+    store._cache = None  # noqa: SLF001 - start cold
+    store._get_bucket_for_key = slow_read  # type: ignore[method-assign]
+    assert store.get("k") == [1]  # what the racing read saw
+    store._get_bucket_for_key = read  # type: ignore[method-assign]
+    assert store.get("k") == [2]  # not the stale [1] it read
