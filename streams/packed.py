@@ -97,7 +97,6 @@ class PackedRecords:
         self._owner: dict[str, tuple[int, int]] = {}
         self._held: dict[tuple[int, int], set[str]] = {}
         self._next_slot: dict[int, int] = {}
-        self.packs_sent = 0
         table.on_recover(self._rebuild)
 
     def get(self, key: str) -> Any | None:
@@ -114,6 +113,9 @@ class PackedRecords:
         event = current_event()
         if event is None:
             raise RuntimeError("PackedRecords.write runs inside an agent: make an event current first")
+        outside = [key for key in records if not key.startswith(self.prefix)]
+        if outside:  # refused before anything is written: a half-written batch would never reach the changelog
+            raise ValueError(f"keys {outside[:3]!r} are outside this pack writer's prefix {self.prefix!r}")
         partition = event.message.partition
         items = list(records.items())
         for start in range(0, len(items), self.chunk):
@@ -131,8 +133,6 @@ class PackedRecords:
                 pack[key] = value
         held = set(pack)
         for key, value in records.items():
-            if not key.startswith(self.prefix):
-                raise ValueError(f"key {key!r} is outside this pack writer's prefix {self.prefix!r}")
             before = self._owner.get(key)
             if before is not None and before != here:
                 self._held.get(before, set()).discard(key)
@@ -142,7 +142,6 @@ class PackedRecords:
             held.add(key)
         self._held[here] = held
         self.table.send_changelog(partition, f"{PACK_PREFIX}{partition}|{slot}", {"p": partition, "s": slot, "r": pack})
-        self.packs_sent += 1
 
     async def _rebuild(self) -> None:
         """After a recovery, learn again which slot holds each record (their store values say)."""
