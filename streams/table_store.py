@@ -6,7 +6,7 @@ after the last one it had persisted (Faust keeps that offset in each database), 
 grows with the changelogs; and a broker that lost its log (the embedded one keeps it in memory only)
 no longer takes the aggregates with it.
 
-Two things differ from Faust's own RocksDB store:
+What differs from Faust's own RocksDB store:
 
 * **Reads by key, not by the current event's partition.** Faust reads a key from the database of the
   partition of the event being processed. shoprank writes each record in the context of the event
@@ -17,6 +17,9 @@ Two things differ from Faust's own RocksDB store:
 * **Small memory budget.** Faust's defaults allow 3 × 64 MB of write buffers and a 2 GB block cache per
   partition database; a worker holds a few dozen of those. These tables are small and hot, and
   their working set lives in the OS page cache anyway.
+* **A read cache** of raw values and absences, exact across threads (see :class:`RocksStore`).
+* **Packs expanded on recovery** (here and in :class:`MemoryStore`, for ``memory://``): a changelog
+  record carrying many table records (streams.packed) becomes those records in the store.
 
 A database whose persisted changelog offset is past the changelog's end (the broker lost its log) is
 handled in :mod:`streams.faust_compat`: Faust would refuse to start.
@@ -65,7 +68,7 @@ _CACHE_ENTRIES = 50_000
 
 
 class RocksStore(faust_rocksdb.Store):
-    """Faust's RocksDB store, read by key across its partitions, through a read cache (module docstring).
+    """Faust's RocksDB store, read by key across its partitions, through a read cache.
 
     The cache holds raw values and absences: a search reads two engagement records for each of a
     hundred candidates, most of them absent, and an absent key costs a lookup in every partition's
