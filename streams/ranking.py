@@ -2,11 +2,12 @@
 checkpointed to disk and restored at start-up.
 
 Engagement counters live in the learning agent's Faust table (keys ``eng|<tenant>|…``, sent to its
-changelog in packs, streams.packed), so they are rebuilt from its changelog like the analytics totals; the River models live in a checkpoint file
-per tenant under the data directory, written atomically every few seconds and on shutdown. Models
-learn from interactions the learning agent has deduplicated, so a replay after a crash is not
-learned twice; what was learned after the last checkpoint and before a crash is relearned only if
-its offsets were not yet committed (the checkpoint interval bounds what an online model can forget).
+changelog in packs, streams.packed), so they are rebuilt from its changelog like the analytics totals;
+the River models live in a checkpoint file per tenant under the data directory, written atomically
+every few seconds and on shutdown. Models learn from interactions the learning agent has
+deduplicated, so a replay after a crash is not learned twice; what was learned after the last
+checkpoint and before a crash is relearned only if its offsets were not yet committed (the checkpoint
+interval bounds what an online model can forget).
 """
 
 from __future__ import annotations
