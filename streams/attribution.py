@@ -82,6 +82,10 @@ def _event_ts(ev: PixelEvent) -> int:
     return ev.server_ts if ev.server_ts is not None else ev.client_ts
 
 
+def _last_touched(state: Session) -> int:
+    return int(state.get("seen", state["last_ts"]))
+
+
 def _touch(state: Session, now_ms: int) -> None:
     state["seen"] = max(state.get("seen", 0), now_ms)
 
@@ -150,7 +154,16 @@ class Attributor:
     @staticmethod
     def is_idle(state: Session, now_ms: int, window_ms: int) -> bool:
         """Nothing waits and the worker has not touched the session for ``window_ms`` (its clock)."""
-        return not state["pending"] and now_ms - state.get("seen", state["last_ts"]) > window_ms
+        return not state["pending"] and now_ms - _last_touched(state) > window_ms
+
+    def next_due(self, state: Session, now_ms: int, *, settle: bool = True) -> int:
+        """The worker time from which :meth:`expire` or :meth:`is_idle` has something to do with a
+        session that nothing else touches meanwhile (``settle`` as for :meth:`expire`)."""
+        if state["pending"]:
+            if not settle:  # its searches may still be in the backlog: look again at once
+                return now_ms
+            return min(p["since"] for p in state["pending"]) + self.config.late_grace_ms
+        return _last_touched(state) + self.config.window_ms + 1
 
     # -- attribution ----------------------------------------------------------------------------
 

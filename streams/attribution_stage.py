@@ -159,7 +159,7 @@ class AttributionStage:
                 writes.append((key, None, p))
             elif had != (len(state["pending"]), len(state["searches"]), len(state["clicks"])):
                 writes.append((key, state, p))
-            self._due[key] = self._next_due(state, now, settled=settle[p])
+            self._due[key] = self.attributor.next_due(state, now, settle=settle[p])
         await self._emit(produced)  # before the states that no longer hold what it settled (see handle_batch)
         for key, new_state, p in writes:
             as_current(self._anchor[p])
@@ -169,14 +169,6 @@ class AttributionStage:
                 self.stats.sessions_expired += 1
             else:
                 self.sessions[key] = new_state
-
-    def _next_due(self, state: dict[str, Any], now: int, *, settled: bool) -> int:
-        """When the sweep must look at a session again that no batch touches meanwhile."""
-        if state["pending"]:
-            if not settled:  # its searches may still be in the backlog: look again next sweep
-                return now
-            return min(p["since"] for p in state["pending"]) + self.config.late_grace_ms
-        return state.get("seen", state["last_ts"]) + self.config.window_ms + 1
 
     async def _index_sessions(self) -> None:
         """After a recovery the sessions held here may have changed: the next sweep looks at each once."""

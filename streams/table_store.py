@@ -77,13 +77,13 @@ class RocksStore(faust_rocksdb.Store):
     while the event loop writes) sees the count move and does not keep what it read.
     """
 
-    _cache: dict[bytes, bytes | None] | None = None
-    _writes = 0
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._cache: dict[bytes, bytes | None] = {}
+        self._writes = 0
+        super().__init__(*args, **kwargs)
 
     def _get(self, key: bytes) -> bytes | None:
         cache = self._cache
-        if cache is None:
-            cache = self._cache = {}
         try:
             return cache[key]
         except KeyError:
@@ -112,11 +112,10 @@ class RocksStore(faust_rocksdb.Store):
     def _wrote(self, key: bytes | None) -> None:
         """After a write to the databases (``None``: to any key)."""
         self._writes += 1
-        if self._cache is not None:
-            if key is None:
-                self._cache.clear()
-            else:
-                self._cache.pop(key, None)
+        if key is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(key, None)
 
     def apply_changelog_batch(self, batch: Iterable[EventT], to_key: Callable[[Any], Any],
                               to_value: Callable[[Any], Any]) -> None:

@@ -85,7 +85,7 @@ def test_a_read_that_races_a_write_keeps_nothing_stale(tmp_path: Path) -> None:
         store["k"] = [2]
         return found
 
-    store._cache = None  # noqa: SLF001 - start cold
+    store._cache.clear()  # noqa: SLF001 - start cold
     store._get_bucket_for_key = slow_read  # type: ignore[method-assign]
     assert store.get("k") == [1]  # what the racing read saw
     store._get_bucket_for_key = read  # type: ignore[method-assign]
