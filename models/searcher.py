@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from models.embedder import Embedder
+from models.embedder import Embedder, embed_queries
 from models.ranker import OnlineRanker, Ranked
 from models.rules import RuledHit, RuleSource, apply_rules, without_hidden
 from models.serving import Serving, ServingTable
@@ -99,7 +99,7 @@ class Searcher:
             groups.setdefault(id(serving.embedder), (serving, []))[1].append((i, query))
         for serving, members in groups.values():
             t0 = time.perf_counter()
-            vectors = serving.embedder.embed([q for _, q in members]) if mode != "keyword" else None
+            vectors = embed_queries(serving.embedder, [q for _, q in members]) if mode != "keyword" else None
             embed_ms = (time.perf_counter() - t0) * 1000
             for j, (i, query) in enumerate(members):
                 dense = vectors[j] if vectors is not None else None
@@ -116,7 +116,7 @@ class Searcher:
         t2 = time.perf_counter()
         bucket = assign_bucket(request.session_id or request.request_id, self.control_share)
         ranker = self.ranker(request.tenant) if self.ranker is not None else None
-        logged: dict[str, tuple[dict[str, float], bool]] = {}
+        logged: dict[str, Ranked] = {}
         if ranker is not None and hits:
             hits, logged = _ranked_hits(ranker, query, hits, request.page_size, bucket)
         t3 = time.perf_counter()
@@ -148,9 +148,7 @@ class Searcher:
             log = SearchLog(
                 search_id=result.search_id, tenant=request.tenant, session_id=request.session_id,
                 query=query, category=request.filters.category if request.filters else None,
-                items=[LoggedItem(product_id=it.product_id, position=it.rank,
-                                  features=logged.get(it.product_id, (dict(it.scores), False))[0],
-                                  explored=logged.get(it.product_id, ({}, False))[1]) for it in items],
+                items=[_logged_item(it, logged.get(it.product_id)) for it in items],
                 bucket=bucket, ranker_version=versions.get("ranker"), answered_at=result.answered_at,
             )
         return result, log
@@ -177,7 +175,7 @@ class Searcher:
 
 
 def _ranked_hits(ranker: OnlineRanker, query: str, hits: list[Hit], page_size: int, bucket: Bucket,
-                 ) -> tuple[list[Hit], dict[str, tuple[dict[str, float], bool]]]:
+                 ) -> tuple[list[Hit], dict[str, Ranked]]:
     """Hits re-ordered by the ranker (learning bucket) or kept in hybrid order (control), with the
     features of each as logged for learning. Both buckets log features, so both teach the ranker."""
     now_ms = int(time.time() * 1000)
@@ -189,7 +187,16 @@ def _ranked_hits(ranker: OnlineRanker, query: str, hits: list[Hit], page_size: i
         ranked += [Ranked(h, h.score, {}) for h in hits[len(feats):]]
     out = [Hit(r.hit.product_id, float(r.value), {**r.hit.scores, "ranker": float(r.value)}, r.hit.payload)
            for r in ranked]
-    return out, {r.hit.product_id: (r.features, r.explored) for r in ranked if r.features}
+    # Features are read (and their dicts built) only for what the page shows (see _retrieve).
+    return out, {r.hit.product_id: r for r in ranked}
+
+
+def _logged_item(item: RankedItem, ranked: Ranked | None) -> LoggedItem:
+    """What the log keeps of a shown item: its ranker features, or its scores where it has none
+    (no ranker, or a candidate beyond the ranker's depth that a rule brought onto the page)."""
+    features = ranked.features if ranked is not None else {}
+    return LoggedItem(product_id=item.product_id, position=item.rank, features=features or dict(item.scores),
+                      explored=ranked.explored if ranked is not None and features else False)
 
 
 def _filter(request: SearchRequest) -> SearchFilter | None:

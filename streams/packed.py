@@ -22,7 +22,7 @@ deleted needs Faust's own per-key tombstones.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from faust.streams import current_event
@@ -43,6 +43,8 @@ class Records(Protocol):
 
     def get(self, key: str) -> Any | None: ...
 
+    def get_many(self, keys: Sequence[str]) -> list[Any | None]: ...
+
     def write(self, records: dict[str, Any]) -> None: ...
 
     def keys(self, prefix: str) -> Iterator[str]: ...
@@ -56,6 +58,10 @@ class DictRecords:
 
     def get(self, key: str) -> Any | None:
         return self.mapping.get(key)
+
+    def get_many(self, keys: Sequence[str]) -> list[Any | None]:
+        get = self.mapping.get
+        return [get(key) for key in keys]
 
     def write(self, records: dict[str, Any]) -> None:
         for key, value in records.items():
@@ -102,6 +108,12 @@ class PackedRecords:
     def get(self, key: str) -> Any | None:
         stored = self._store.get(key)
         return None if stored is None else stored[2]
+
+    def get_many(self, keys: Sequence[str]) -> list[Any | None]:
+        """:meth:`get` for many keys: a search reads two records per candidate, most of them absent."""
+        get_many = getattr(self._store, "get_many", None)
+        found = get_many(keys) if get_many is not None else [self._store.get(key) for key in keys]
+        return [None if stored is None else stored[2] for stored in found]
 
     def keys(self, prefix: str) -> Iterator[str]:
         return (k for k in list(self._store.keys()) if k.startswith(prefix))

@@ -44,7 +44,8 @@ class Resources:
 
     def _embedder(self, model_dir: Path) -> Embedder:
         dims = self.settings.models.dimensions
-        model = OnnxEmbedder(model_dir, threads=self.settings.models.threads or None)
+        m = self.settings.models
+        model = OnnxEmbedder(model_dir, threads=m.threads or None, query_threads=m.query_threads or None)
         return TruncatedEmbedder(model, dims) if dims and dims < model.dimensions else model
 
     @property

@@ -221,6 +221,10 @@ class ModelSettings(_Section):
         default=0, ge=0,
         description="SHOPRANK_MODELS_THREADS: ONNX Runtime threads per model; 0 = one per core.",
     )
+    query_threads: int = Field(
+        default=1, ge=0,
+        description="SHOPRANK_MODELS_QUERY_THREADS: ONNX Runtime threads for search queries; 0 = one per core.",
+    )
     swap_check_s: float = Field(
         default=5.0, gt=0,
         description="SHOPRANK_MODELS_SWAP_CHECK_S: how often workers look for a tenant's newly promoted model.",

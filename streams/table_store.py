@@ -32,7 +32,7 @@ skipped records (fixed in streams.faust_compat; memory:// recovery was too slow 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from faust import stores
@@ -101,6 +101,11 @@ class RocksStore(faust_rocksdb.Store):
     def _contains(self, key: bytes) -> bool:
         return self._get(key) is not None
 
+    def get_many(self, keys: Sequence[Any]) -> list[Any]:
+        """The value of each key, None where absent: ``get`` without a KeyError raised per absent key."""
+        encode, get, decode = self._encode_key, self._get, self._decode_value
+        return [None if (raw := get(encode(key))) is None else decode(raw) for key in keys]
+
     def _set(self, key: bytes, value: bytes | None) -> None:
         super()._set(key, value)
         self._wrote(key)
@@ -151,6 +156,11 @@ class RocksStore(faust_rocksdb.Store):
 
 class MemoryStore(faust_memory.Store):
     """Faust's in-memory store, with packs (streams.packed) expanded into their records on recovery."""
+
+    def get_many(self, keys: Sequence[Any]) -> list[Any]:
+        """The value of each key, None where absent."""
+        get = self.data.get
+        return [get(key) for key in keys]
 
     def apply_changelog_batch(self, batch: Iterable[EventT], to_key: Callable[[Any], Any],
                               to_value: Callable[[Any], Any]) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.embedder import OnnxEmbedder
+from models.embedder import OnnxEmbedder, TruncatedEmbedder, embed_queries
 from models.exceptions import ModelNotFound
 from models.export import TorchReference, export_base_model
 from models.manifest import ModelManifest, file_sha256
@@ -55,3 +55,33 @@ def test_manifest_describes_the_export_and_a_second_export_reuses_it(model_dir: 
 def test_missing_model_says_how_to_make_one(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFound, match="shoprank models export"):
         OnnxEmbedder(tmp_path)
+
+
+def test_queries_on_their_own_session_embed_like_documents(model_dir: Path) -> None:
+    texts = ["red running shoes", "a very long query about a stainless steel kitchen knife with a handle", "tv"]
+    emb = OnnxEmbedder(model_dir, query_threads=1)
+    assert emb._query_session is None  # noqa: SLF001 - built at the first query, not before
+    queries = embed_queries(emb, texts)
+    assert emb._query_session is not None and emb._query_session is not emb.session  # noqa: SLF001
+    np.testing.assert_allclose(queries, emb.embed(texts), atol=1e-5)
+    same = OnnxEmbedder(model_dir, threads=1, query_threads=1)
+    assert same._query_session is same.session  # noqa: SLF001 - equal settings share one session
+    truncated = TruncatedEmbedder(emb, 64)
+    np.testing.assert_allclose(embed_queries(truncated, texts), truncated.embed(texts), atol=1e-5)
+    assert np.allclose(np.linalg.norm(embed_queries(truncated, texts), axis=1), 1.0)
+
+
+def test_an_embedder_without_a_query_path_embeds_queries_with_embed(model_dir: Path) -> None:
+    class Plain:
+        version, dimensions = "plain", 384
+
+        def __init__(self) -> None:
+            self.calls: list[list[str]] = []
+
+        def embed(self, texts: list[str]) -> np.ndarray:
+            self.calls.append(list(texts))
+            return np.ones((len(texts), 384), dtype=np.float32)
+
+    plain = Plain()
+    assert embed_queries(plain, ["a", "b"]).shape == (2, 384)
+    assert plain.calls == [["a", "b"]]

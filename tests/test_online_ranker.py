@@ -171,3 +171,19 @@ def test_bad_feature_values_are_neutral_not_fatal() -> None:
     hits = [FakeHit("p", 0.1, {"dense": math.nan}, {"product_id": "p", "price": "n/a"})]
     (only,) = ranker.rank("q", hits, now_ms=NOW, page_size=1)
     assert math.isfinite(only.value)
+
+
+def test_features_follow_each_payload_object_while_the_static_parts_are_remembered() -> None:
+    # Static parts are remembered by payload identity: a changed product is a new payload object.
+    from models.ranker.features import FEATURES, feature_matrix
+
+    e = Engagement({})
+    price = FEATURES.index("price_log")
+    first = _hits(3)
+    x1 = feature_matrix("shoes", first, e, NOW)
+    assert (x1 == feature_matrix("shoes", first, e, NOW)).all()  # same objects, same features
+    for round_ in range(50):  # new payload objects (old ones freed) never take another's features
+        changed = _hits(3, price=5.0 + round_)
+        x = feature_matrix("shoes", changed, e, NOW)
+        assert x[:, price] == pytest.approx([math.log1p(5.0 + round_)] * 3)
+        del changed

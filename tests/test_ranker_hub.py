@@ -72,3 +72,17 @@ def test_a_batch_writes_each_engagement_record_once_with_the_values_of_one_by_on
     assert table.writes == len(reference) < updates  # each record once, however often the batch updated it
     # Outside a batch, reads see what the batch wrote (the search agent ranks from the table).
     assert hub.get("demo").engagement.rates(engagement.product_key("p1"), NOW + 6000).clicks > 0  # type: ignore[union-attr]
+
+
+def test_many_records_read_at_once_see_held_writes_and_stay_within_the_tenant(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings(tenants=("demo", "other"), worker=WorkerSettings(data_dir=tmp_path))  # type: ignore[call-arg]
+    table: dict[str, Any] = {"eng|demo|p:a": [1.0] * 7, "eng|other|p:b": [2.0] * 7}
+    hub = RankerHub(settings, DictRecords(table))
+    view = hub.get("demo").engagement.store  # type: ignore[union-attr]
+    assert view.get_many(["p:a", "p:b", "p:c"]) == [[1.0] * 7, None, None]  # p:b is the other tenant's
+    view.hold()
+    view["p:c"] = [3.0] * 7
+    assert view.get_many(["p:a", "p:c"]) == [[1.0] * 7, [3.0] * 7]  # held, not yet written
+    assert "eng|demo|p:c" not in table
+    view.flush()
+    assert view.get_many(["p:c"]) == [[3.0] * 7] and table["eng|demo|p:c"] == [3.0] * 7

@@ -71,6 +71,16 @@ def test_reads_see_every_write_through_the_cache(store: Any) -> None:
     assert "k" not in store
 
 
+def test_get_many_reads_like_get_present_and_absent_alike(store: Any) -> None:
+    store["a"] = [1.0, 2.0]
+    store["c"] = [3.0]
+    assert store.get_many(["a", "b", "c", "a"]) == [[1.0, 2.0], None, [3.0], [1.0, 2.0]]
+    store["a"] = [9.0]
+    del store["c"]
+    assert store.get_many(["a", "c"]) == [[9.0], None]  # through the cache, as fresh as get
+    assert store.get_many([]) == []
+
+
 def test_a_read_that_races_a_write_keeps_nothing_stale(tmp_path: Path) -> None:
     table_store.install()
     app = faust.App(f"t-{tmp_path.name}", broker="kafka://127.0.0.1:1", store="rocksdb://", datadir=str(tmp_path))

@@ -95,9 +95,9 @@ class Engagement:
         """``[impressions, ctr, atc, cvr]`` per key, one row each: :meth:`rates` for many keys at once."""
         recs = np.zeros((len(keys), _TS + 1), dtype=np.float64)
         recs[:, _TS] = now_ms
-        get = self.store.get
-        for i, key in enumerate(keys):
-            rec = get(key)
+        get_many = getattr(self.store, "get_many", None)
+        found = get_many(keys) if get_many is not None else [self.store.get(key) for key in keys]
+        for i, rec in enumerate(found):
             if rec is not None:
                 recs[i] = rec
         dt = now_ms - recs[:, _TS]

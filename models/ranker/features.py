@@ -16,7 +16,7 @@ import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -86,35 +86,84 @@ def feature_matrix(query: str, hits: Sequence[Candidate], engagement: Engagement
     return _matrix(query, [(r, h.scores, h.payload) for r, h in enumerate(hits)], engagement, now_ms)
 
 
+class _Static(NamedTuple):
+    """What a candidate's features take from its payload alone: the same in every search."""
+
+    product_id: str
+    category: frozenset[str]
+    brand: frozenset[str]
+    price_log: float
+    margin_rate: float
+    created_ms: float
+
+
+def _static_of(payload: Mapping[str, Any]) -> _Static:
+    created = payload.get("created_at") or payload.get("updated_at")
+    return _Static(
+        str(payload.get("product_id", "")),
+        _tokens_of(payload.get("category_path")),
+        _tokens_of(payload.get("brand")),
+        math.log1p(max(0.0, _finite(payload.get("price")))),
+        min(1.0, max(-1.0, _finite(payload.get("margin")))),
+        # NaN: no date (a year old); a date that is not a number counts as now, as it always has.
+        _finite(created, math.inf) if created else math.nan,
+    )
+
+
+#: Static parts by payload identity. The edge store serves a product's payload as the same object from
+#: its payload cache until the product changes, so most candidates are found here; the entry holds the
+#: payload itself, so its id cannot be reused by another object while the entry lives.
+_STATIC: dict[int, tuple[Mapping[str, Any], _Static]] = {}
+_STATIC_ENTRIES = 20_000
+
+
+def _static(payload: Mapping[str, Any]) -> _Static:
+    entry = _STATIC.get(id(payload))
+    if entry is not None and entry[0] is payload:
+        return entry[1]
+    static = _static_of(payload)
+    if len(_STATIC) >= _STATIC_ENTRIES:
+        _STATIC.clear()
+    _STATIC[id(payload)] = (payload, static)
+    return static
+
+
 def _matrix(query: str, candidates: Sequence[tuple[int, Mapping[str, float], Mapping[str, Any]]],
             engagement: Engagement, now_ms: int) -> np.ndarray:
+    out = np.zeros((len(candidates), len(FEATURES)), dtype=np.float64)
+    if not candidates:
+        return out
     q = query_tokens(query)
     pids: list[str] = []
     rows: list[tuple[float, ...]] = []
     for rank, scores, payload in candidates:
-        pids.append(str(payload.get("product_id", "")))
-        created = payload.get("created_at") or payload.get("updated_at")
-        age_days = max(0.0, (now_ms - _finite(created, now_ms)) / _DAY_MS) if created else 365.0
+        st = _static(payload)
+        pids.append(st.product_id)
         rows.append((
-            _finite(scores.get("dense")), _finite(scores.get("bm25")), _finite(scores.get("fused")),
+            scores.get("dense", 0.0), scores.get("bm25", 0.0), scores.get("fused", 0.0),
             1.0 / (1.0 + rank),
-            1.0 if q & _tokens_of(payload.get("category_path")) else 0.0,
-            1.0 if q & _tokens_of(payload.get("brand")) else 0.0,
-            math.log1p(max(0.0, _finite(payload.get("price")))),
-            min(1.0, max(-1.0, _finite(payload.get("margin")))),
-            min(age_days, 365.0),
-            1.0 if age_days < NEW_PRODUCT_DAYS else 0.0,
+            0.0 if q.isdisjoint(st.category) else 1.0,
+            0.0 if q.isdisjoint(st.brand) else 1.0,
+            st.price_log, st.margin_rate, st.created_ms,
         ))
-    out = np.zeros((len(rows), len(FEATURES)), dtype=np.float64)
-    if rows:
+    try:
         content = np.array(rows, dtype=np.float64)
-        out[:, 0:6] = content[:, 0:6]
-        out[:, 13:17] = content[:, 6:10]
-        p = engagement.rates_many([engagement.product_key(pid) for pid in pids], now_ms)
-        qp = engagement.rates_many(engagement.pair_keys(query, pids), now_ms)
-        out[:, 6] = np.log1p(p[:, 0])
-        out[:, 7:10] = p[:, 1:4]
-        out[:, 10] = np.log1p(qp[:, 0])
-        out[:, 11] = qp[:, 1]
-        out[:, 12] = qp[:, 3]
+    except (TypeError, ValueError):  # a score that is not a number: each one checked
+        content = np.array([[_finite(v) for v in row[:8]] + [row[8]] for row in rows], dtype=np.float64)
+    scored = content[:, 0:3]
+    out[:, 0:3] = np.where(np.isfinite(scored), scored, 0.0)
+    out[:, 3:6] = content[:, 3:6]
+    out[:, 13:15] = content[:, 6:8]
+    created = content[:, 8]
+    known = ~np.isnan(created)
+    age = np.where(known, np.maximum(0.0, (now_ms - np.where(known, created, 0.0)) / _DAY_MS), 365.0)
+    out[:, 15] = np.minimum(age, 365.0)
+    out[:, 16] = age < NEW_PRODUCT_DAYS
+    p = engagement.rates_many([engagement.product_key(pid) for pid in pids], now_ms)
+    qp = engagement.rates_many(engagement.pair_keys(query, pids), now_ms)
+    out[:, 6] = np.log1p(p[:, 0])
+    out[:, 7:10] = p[:, 1:4]
+    out[:, 10] = np.log1p(qp[:, 0])
+    out[:, 11] = qp[:, 1]
+    out[:, 12] = qp[:, 3]
     return out

@@ -79,18 +79,42 @@ class RankerConfig:
     seed: int = 0
 
 
-@dataclass
 class Ranked:
-    hit: Any
-    value: float
-    features: dict[str, float]
-    explored: bool = False
+    """A candidate with its predicted value and its features (logged for learning).
+
+    A search scores a hundred candidates but logs the features of a page of them, so the feature dict
+    is built from the candidate's matrix row only when read.
+    """
+
+    __slots__ = ("hit", "value", "explored", "_features", "_row")
+
+    def __init__(self, hit: Any, value: float, features: dict[str, float] | None = None, explored: bool = False,
+                 *, row: Sequence[float] | None = None) -> None:
+        self.hit, self.value, self.explored = hit, value, explored
+        self._features = features
+        self._row = row
+
+    @property
+    def features(self) -> dict[str, float]:
+        if self._features is None:
+            self._features = dict(zip(FEATURES, self._row, strict=True)) if self._row is not None else {}
+        return self._features
+
+    def feature(self, name: str) -> float:
+        """One feature, without building the dict."""
+        if self._row is not None and self._features is None:
+            return self._row[_COLUMN[name]]
+        return self.features.get(name, 0.0)
+
+    def __repr__(self) -> str:
+        return f"Ranked({self.hit!r}, {self.value!r}, explored={self.explored})"
 
 
 def _model() -> tuple[preprocessing.StandardScaler, linear_model.LogisticRegression]:
     return preprocessing.StandardScaler(), linear_model.LogisticRegression(optimizer=optim.SGD(0.02), l2=1e-4)
 
 
+_COLUMN = {name: i for i, name in enumerate(FEATURES)}
 _PRICE_LOG = FEATURES.index("price_log")
 _MARGIN_RATE = FEATURES.index("margin_rate")
 
@@ -153,8 +177,8 @@ class OnlineRanker:
         with self._lock:
             warm = self.updates >= self.config.warmup
             values = self._values(x).tolist() if warm else [h.score for h in head]
-        feats = _dicts(x)
-        ranked = sorted((Ranked(h, v, f) for h, v, f in zip(head, values, feats, strict=True)),
+        rows = x.tolist()
+        ranked = sorted((Ranked(h, v, row=row) for h, v, row in zip(head, values, rows, strict=True)),
                         key=lambda r: -r.value)
         if explore:
             self._explore(ranked, page_size)
@@ -179,8 +203,8 @@ class OnlineRanker:
             return
         pool_end = min(len(ranked), page_size + self.config.explore_pool)
         start = slots[0]
-        shown = np.array([math.expm1(r.features.get("p_impressions", 0.0)) for r in ranked[start:pool_end]])
-        ctr = np.array([r.features.get("p_ctr", 0.0) for r in ranked[start:pool_end]])
+        shown = np.expm1(np.array([r.feature("p_impressions") for r in ranked[start:pool_end]]))
+        ctr = np.array([r.feature("p_ctr") for r in ranked[start:pool_end]])
         clicks = ctr * (shown + 20.0) - 1.0  # undo the smoothing prior
         draws = self.rng.beta(np.maximum(clicks, 0.0) + 1.0, np.maximum(shown - clicks, 0.0) + 20.0).tolist()
         pool = list(zip(ranked[start:pool_end], draws, strict=True))  # (candidate, draw), in ranked order
