@@ -30,6 +30,9 @@ __all__ = ["ShoprankApp", "create_app"]
 
 log = logging.getLogger(__name__)
 
+#: Below the 1 MB a Kafka broker accepts in one record batch by default (message.max.bytes).
+_PRODUCER_BATCH_BYTES = 256 * 1024
+
 #: How often a worker checks that shoprank's topics exist (they vanish with a broker's lost log).
 _TOPIC_CHECK_S = 5.0
 
@@ -76,6 +79,10 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
         broker_rebalance_timeout=kafka.rebalance_timeout_s,
         broker_session_timeout=kafka.session_timeout_s,
         broker_heartbeat_interval=kafka.heartbeat_interval_s,
+        # aiokafka waits for a partition's full batch to be sent before it takes the next record, and
+        # a search result or search log is 4-10 KB: with the 16 KB default every second or third reply
+        # waited for a produce round trip inside the search agent's loop.
+        producer_max_batch_size=_PRODUCER_BATCH_BYTES,
         web_enabled=True,
         web_bind=worker.web_host,
         web_host=worker.web_host,

@@ -40,6 +40,9 @@ _DAY_MS = 86_400_000
 
 
 class Candidate(Protocol):
+    """A retrieved product. Its ``payload`` is not changed in place once ranked: the parts of the
+    features that depend on the payload alone are remembered by payload identity (:func:`_static`)."""
+
     product_id: str
     score: float
     scores: dict[str, float]
