@@ -32,6 +32,7 @@ import multiprocessing as mp
 import os
 import random
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -49,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import Row, append_rows, code_version, fmt, machine
 
 import streams
+from models.embedder import OnnxEmbedder
 from models.export import export_base_model
 from schemas import SearchRequest, encode
 from streams.broker import EmbeddedBroker
@@ -412,6 +414,19 @@ async def http_load(label: str, url: str, method: str, queries: list[str], rps: 
         return await open_loop(label, rps, seconds, timeout_s, fire)
 
 
+def vm_speed_ms(model_dir: Path) -> float:
+    """Median time of a one-query embed on one thread: this VM's speed varied about 2x within an hour
+    (noisy neighbours, not steal time), which the ratios against the I/O-bound floors do not show."""
+    embedder = OnnxEmbedder(model_dir, threads=1)
+    embedder.embed(["warm up"])
+    times = []
+    for i in range(50):
+        t = time.perf_counter()
+        embedder.embed([f"red running shoes {i}"])
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
 def make_queries(titles: list[str], n: int, seed: int) -> list[str]:
     """``n`` queries of 2-3 consecutive words from seeded random titles."""
     rng = random.Random(seed)
@@ -523,6 +538,8 @@ def main() -> int:
 
     model = export_base_model(MODELS / "base")
     console.print(f"model {model.version} in {MODELS / 'base'}")
+    vm_check = vm_speed_ms(MODELS / "base")
+    console.print(f"VM check: one-query embed {vm_check:.1f} ms (one thread, median of 50)")
     updates = generate_catalogue(max(n, mem_n), seed=SEED, tenant=TENANT)
     first, rest = updates[:n], updates[n:mem_n]
     queries = make_queries([u.title for u in first if u.title], int(rps * secs) + WARMUP, seed=SEED)
@@ -643,7 +660,8 @@ def main() -> int:
     console.print(mem)
 
     if not args.no_record:
-        common = f"load {load_before:.2f} before, {load_after:.2f} after; code {rev}"
+        common = (f"load {load_before:.2f} before, {load_after:.2f} after; VM check: one-query embed "
+                  f"{vm_check:.1f} ms on one thread (2.7 ms on 12-05 11:11, 5.5 ms at 12:42); code {rev}")
 
         def load_note(res: LoadResult, floor_res: LoadResult, floor_what: str) -> str:
             drained = (f"; worker backlog drained {figures['drain_s']:.1f} s after the phase"
