@@ -661,7 +661,7 @@ def main() -> int:
 
     if not args.no_record:
         common = (f"load {load_before:.2f} before, {load_after:.2f} after; VM check: one-query embed "
-                  f"{vm_check:.1f} ms on one thread (2.7 ms on 12-05 11:11, 5.5 ms at 12:42); code {rev}")
+                  f"{vm_check:.1f} ms on one thread; code {rev}")
 
         def load_note(res: LoadResult, floor_res: LoadResult, floor_what: str) -> str:
             drained = (f"; worker backlog drained {figures['drain_s']:.1f} s after the phase"

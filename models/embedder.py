@@ -78,8 +78,11 @@ class OnnxEmbedder:
     def dimensions(self) -> int:
         return self.manifest.dimensions
 
-    def embed(self, texts: Sequence[str], *, session: ort.InferenceSession | None = None) -> np.ndarray:
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts`` in batches of similar length (less padding: about twice the throughput)."""
+        return self._embed(texts, self.session)
+
+    def _embed(self, texts: Sequence[str], session: ort.InferenceSession) -> np.ndarray:
         out = np.empty((len(texts), self.dimensions), dtype=np.float32)
         if not texts:
             return out
@@ -97,16 +100,16 @@ class OnnxEmbedder:
                 if self._query_session is None:
                     self._query_session = self._session(self._query_threads)
                 session = self._query_session
-        return self.embed(texts, session=session)
+        return self._embed(texts, session)
 
-    def _run(self, texts: list[str], session: ort.InferenceSession | None = None) -> np.ndarray:
+    def _run(self, texts: list[str], session: ort.InferenceSession) -> np.ndarray:
         enc = self.tokenizer.encode_batch(texts)
         feeds = {
             "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
             "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
             "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
         }
-        return (session or self.session).run(None, feeds)[0]
+        return session.run(None, feeds)[0]
 
 
 class TruncatedEmbedder:

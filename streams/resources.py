@@ -43,10 +43,9 @@ class Resources:
         return self._once("embedder", lambda: self._embedder(self.settings.models.embedder_dir))
 
     def _embedder(self, model_dir: Path) -> Embedder:
-        dims = self.settings.models.dimensions
         m = self.settings.models
         model = OnnxEmbedder(model_dir, threads=m.threads or None, query_threads=m.query_threads or None)
-        return TruncatedEmbedder(model, dims) if dims and dims < model.dimensions else model
+        return TruncatedEmbedder(model, m.dimensions) if m.dimensions and m.dimensions < model.dimensions else model
 
     @property
     def store(self) -> VectorStore:
