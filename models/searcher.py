@@ -22,7 +22,7 @@ from models.store import Hit, SearchFilter, SearchMode, VectorStore
 from schemas import LoggedItem, RankedItem, SearchError, SearchLog, SearchRequest, SearchResult
 from schemas.interactions import Bucket
 
-__all__ = ["CANDIDATES", "RankerSource", "Searcher", "assign_bucket", "error_result"]
+__all__ = ["CANDIDATES", "Answered", "RankerSource", "Searcher", "assign_bucket", "error_result"]
 
 #: Candidates retrieved per request; facets are counted over them and later stages re-rank them.
 CANDIDATES = 100
@@ -41,6 +41,8 @@ def error_result(request_id: str, tenant: str, code: str, message: str) -> Searc
 
 #: A tenant's online ranker, or None to keep the hybrid order (see models.ranker).
 RankerSource = Callable[[str], "OnlineRanker | None"]
+#: Told each answer of a batch as it is ready: (index in the batch, result, its log or None).
+Answered = Callable[[int, SearchResult, "SearchLog | None"], None]
 
 
 def assign_bucket(unit: str, control_share: float) -> Bucket:
@@ -71,25 +73,32 @@ class Searcher:
         return [result for result, _ in self.search_many_logged(requests, mode=mode)]
 
     def search_many_logged(self, requests: Sequence[SearchRequest], *, mode: SearchMode = "hybrid",
-                           ) -> list[tuple[SearchResult, SearchLog | None]]:
+                           on_answer: Answered | None = None) -> list[tuple[SearchResult, SearchLog | None]]:
         """Answer ``requests`` in order, embedding all their queries in one ONNX call; with each answer
         goes the log of what it showed (items, ranker features, bucket) for attribution, when the
         request names a session.
 
         Under load the search agent hands over a whole micro-batch: one batched embedding costs little
-        more than one query, which is what keeps latency flat as the request rate grows.
+        more than one query, which is what keeps latency flat as the request rate grows. ``on_answer``
+        is called with each answer's index, result and log as soon as it is ready, so that a caller can
+        send it while the rest of the batch is still being ranked.
         """
         started = time.perf_counter()
         results: list[tuple[SearchResult, SearchLog | None] | None] = [None] * len(requests)
+
+        def answer(i: int, result: SearchResult, log: SearchLog | None) -> None:
+            results[i] = (result, log)
+            if on_answer is not None:
+                on_answer(i, result, log)
+
         todo: list[tuple[int, str]] = []
         for i, request in enumerate(requests):
             query = " ".join(request.query.split())
             if request.tenant not in self.tenants:
-                results[i] = (error_result(request.request_id, request.tenant, "unknown_tenant",
-                                           f"tenant {request.tenant!r} is not served here"), None)
+                answer(i, error_result(request.request_id, request.tenant, "unknown_tenant",
+                                       f"tenant {request.tenant!r} is not served here"), None)
             elif not query:
-                results[i] = (error_result(request.request_id, request.tenant, "empty_query", "the query is empty"),
-                              None)
+                answer(i, error_result(request.request_id, request.tenant, "empty_query", "the query is empty"), None)
             else:
                 todo.append((i, query))
         # One ONNX call per serving model: tenants on the base model (most) share theirs.
@@ -103,7 +112,7 @@ class Searcher:
             embed_ms = (time.perf_counter() - t0) * 1000
             for j, (i, query) in enumerate(members):
                 dense = vectors[j] if vectors is not None else None
-                results[i] = self._retrieve(requests[i], query, dense, mode, embed_ms, started, serving)
+                answer(i, *self._retrieve(requests[i], query, dense, mode, embed_ms, started, serving))
         return results  # type: ignore[return-value]
 
     def _retrieve(self, request: SearchRequest, query: str, dense: np.ndarray | None, mode: SearchMode,

@@ -9,8 +9,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,3 +124,27 @@ def child_outlives_killed_parent(code: str, within_s: float) -> tuple[bool, str]
             parent.kill()
         if child is not None and process_alive(child):
             os.kill(child, signal.SIGKILL)
+
+
+#: How much of each log a failed test shows: CI keeps only its output, not the temporary folders.
+_LOG_TAIL_BYTES = 6000
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """On a failure, attach the tails of the logs under the test's tmp_path (worker, broker) to the report."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    tmp = getattr(item, "funcargs", {}).get("tmp_path")
+    if not isinstance(tmp, Path) or not tmp.is_dir():
+        return
+    for log in sorted(tmp.rglob("*.log")):
+        try:
+            with open(log, "rb") as fh:
+                fh.seek(max(0, log.stat().st_size - _LOG_TAIL_BYTES))
+                tail = fh.read().decode("utf-8", "replace")
+        except OSError:
+            continue
+        report.sections.append((f"log tail: {log.relative_to(tmp)}", tail))

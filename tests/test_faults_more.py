@@ -27,8 +27,9 @@ from tests.test_worker import dead_letters, expected_counts, publish
 pytestmark = pytest.mark.integration
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout_s: float, every_s: float = 0.25) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` and the last value."""
+def wait_for(what: str, check: Callable[[], Any], timeout_s: float, every_s: float = 0.25,
+             explain: Callable[[], Any] | None = None) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what``, the last value and ``explain()``."""
     deadline = time.monotonic() + timeout_s
     last: Any = None
     while time.monotonic() < deadline:
@@ -36,7 +37,8 @@ def wait_for(what: str, check: Callable[[], Any], timeout_s: float, every_s: flo
         if last:
             return last
         time.sleep(every_s)
-    raise AssertionError(f"{what}: not within {timeout_s:.0f} s (last: {last!r})")
+    why = f"; {explain()!r}" if explain else ""
+    raise AssertionError(f"{what}: not within {timeout_s:.0f} s (last: {last!r}{why})")
 
 
 def pixel_stats(worker: WorkerProcess) -> dict[str, Any]:
@@ -283,6 +285,7 @@ class _Restartable:
 
         self.tmp_path, self.port, self.app_id = tmp_path, free_port(), app_id
         self.starts = 0
+        self.last_ready: dict[str, Any] = {}
         self.broker: EmbeddedBroker | None = None
         self.start_broker()
         self.prefix = f"t{uuid.uuid4().hex[:10]}."
@@ -325,8 +328,12 @@ class _Restartable:
         from streams.supervise import http_json
 
         names = asyncio.run(describe_topics(self.bootstrap))
-        ok = all(names.get(s.full_name(self.prefix)) == s.partitions for s in TOPICS.values())
-        return ok and http_json(self.worker.url + "/readyz")[0] == 200
+        missing = [s.full_name(self.prefix) for s in TOPICS.values()
+                   if names.get(s.full_name(self.prefix)) != s.partitions]
+        status, body = http_json(self.worker.url + "/readyz")
+        # Kept for the failure message: which topics were missing and which checks failed.
+        self.last_ready = {"missing_topics": missing, "readyz": status, "failed": body.get("failed") if isinstance(body, dict) else body}
+        return not missing and status == 200
 
     def send_sessions(self, traffic: Any) -> None:
         for name in ("searches", "pixel"):
@@ -374,7 +381,8 @@ def test_broker_restart_worker_reconnects_keeps_disk_state_and_counts_new_events
         time.sleep(3.5)  # past Faust's commit interval: the broker holds this worker's offsets
 
         env.restart_broker()
-        wait_for("worker ready on the new broker, its topics created again", env.ready_with_topics, 60, every_s=0.5)
+        wait_for("worker ready on the new broker, its topics created again", env.ready_with_topics, 60, every_s=0.5,
+                 explain=lambda: env.last_ready)
         # Everything had been processed: the lost logs are reported, with nothing lost from them.
         report = wait_for("the lost logs reported", lambda: (r := worker.get("/v1/stats/broker"))["log_resets"] and r,
                           30)
@@ -426,7 +434,8 @@ def test_broker_restart_while_the_worker_is_down_keeps_its_aggregates_on_disk(
         env.broker.stop()  # its log is in memory: every topic, changelog and committed offset is gone
         env.start_broker()
         worker.start()
-        wait_for("worker ready on the new broker, its topics created again", env.ready_with_topics, 90, every_s=0.5)
+        wait_for("worker ready on the new broker, its topics created again", env.ready_with_topics, 90, every_s=0.5,
+                 explain=lambda: env.last_ready)
         # Nothing was replayed (the new log is empty): what the worker reports comes from its disk.
         assert env.learned(_sum_totals(before.totals)), {t: _learning(worker, t) for t in env.tenants}
         got_pixel = worker.get("/v1/stats/pixel")["counts"]
@@ -477,7 +486,8 @@ def test_broker_restart_with_work_in_flight_reports_what_the_log_lost(
         # lost: streams.kafka.end_offsets), and old-log offsets committed to the new broker hid part of
         # the loss (streams.faust_compat._within_served_log).
         _loss_reported_and_books_balance(worker, catalogue, published, len(burst))
-        wait_for("worker ready on the new broker", env.ready_with_topics, 90, every_s=0.5)
+        wait_for("worker ready on the new broker", env.ready_with_topics, 90, every_s=0.5,
+                 explain=lambda: env.last_ready)
         indexed = worker.get("/v1/stats/catalogue")["embedded"]
         more = generate_catalogue(5, seed=65)
         env.send_products(more)

@@ -1,13 +1,18 @@
-"""The gateway's search batching on its own: requests arriving together share a batch, in order."""
+"""Search batching on its own: requests arriving together share a batch, in order, and each answer
+leaves as soon as it is ready."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
+import faust
 import pytest
 
-from streams.search import _Coalescer
+from schemas import SearchRequest, SearchResult
+from streams.search import SearchPipeline, _Coalescer
+from streams.settings import Settings
 
 
 class Request:
@@ -18,7 +23,7 @@ class Request:
 def test_requests_arriving_while_a_batch_runs_go_together_in_the_next_one() -> None:
     sizes: list[int] = []
 
-    async def run(requests: list[Any]) -> list[Any]:
+    async def run(requests: list[Any], deliver: Any) -> list[Any]:
         sizes.append(len(requests))
         await asyncio.sleep(0.02)  # the search thread at work: the other requests queue meanwhile
         return [f"answer to {r.request_id}" for r in requests]
@@ -35,7 +40,7 @@ def test_requests_arriving_while_a_batch_runs_go_together_in_the_next_one() -> N
 def test_a_failing_batch_fails_its_requests_and_the_next_batch_still_runs() -> None:
     calls = 0
 
-    async def run(requests: list[Any]) -> list[Any]:
+    async def run(requests: list[Any], deliver: Any) -> list[Any]:
         nonlocal calls
         calls += 1
         await asyncio.sleep(0.01)
@@ -55,7 +60,7 @@ def test_a_failing_batch_fails_its_requests_and_the_next_batch_still_runs() -> N
 
 
 def test_a_caller_that_gave_up_does_not_stop_the_others() -> None:
-    async def run(requests: list[Any]) -> list[Any]:
+    async def run(requests: list[Any], deliver: Any) -> list[Any]:
         await asyncio.sleep(0.02)
         return [r.request_id for r in requests]
 
@@ -68,3 +73,65 @@ def test_a_caller_that_gave_up_does_not_stop_the_others() -> None:
 
     got = asyncio.run(main())
     assert got[:2] == ["r0", "r1"] and got[3] == "r3" and isinstance(got[2], asyncio.CancelledError)
+
+
+def test_an_answer_ready_early_reaches_its_caller_before_the_batch_ends() -> None:
+    async def run(requests: list[Any], deliver: Any) -> list[Any]:
+        await deliver(0, "first")  # the search thread has ranked the first request
+        await asyncio.sleep(0.5)  # and is still ranking the others
+        return ["first", "second"]
+
+    async def main() -> tuple[Any, float, float]:
+        loop = asyncio.get_running_loop()
+        coalescer = _Coalescer(run, max_batch=8)  # type: ignore[arg-type]
+        t0 = loop.time()
+        first = asyncio.ensure_future(coalescer.submit(Request("a")))  # type: ignore[arg-type]
+        second = asyncio.ensure_future(coalescer.submit(Request("b")))  # type: ignore[arg-type]
+        got = await first
+        t_first = loop.time() - t0
+        await second
+        return (got, await second), t_first, loop.time() - t0
+
+    answers, t_first, t_second = asyncio.run(main())
+    assert answers == ("first", "second")
+    assert t_first < 0.25 <= 0.5 <= t_second
+
+
+class _SteppedSearcher:
+    """Answers its batch one request at a time, each only after the test has seen the previous one
+    delivered: a pipeline that waits for the whole batch would never deliver the second."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.delivered = threading.Semaphore(0)
+        self.fail_after = fail_after
+
+    def search_many_logged(self, requests: list[SearchRequest], *, on_answer: Any, **_: Any) -> list[Any]:
+        out = []
+        for i, r in enumerate(requests):
+            if i == self.fail_after:
+                raise RuntimeError("store closed")
+            result = SearchResult(request_id=r.request_id, tenant=r.tenant, query=r.query, answered_at=1)
+            out.append((result, None))
+            on_answer(i, result, None)
+            assert self.delivered.acquire(timeout=10), "the answer was not delivered while the batch ran"
+        return out
+
+
+@pytest.mark.parametrize("fail_after", [None, 1])
+def test_the_pipeline_delivers_each_answer_while_the_batch_runs(fail_after: int | None) -> None:
+    searcher = _SteppedSearcher(fail_after)
+    app = faust.App("batching-test", broker="kafka://127.0.0.1:1")
+    pipeline = SearchPipeline(app, Settings(tenants=("demo",)), lambda: searcher)
+    requests = [SearchRequest(request_id=f"r{i}", tenant="demo", query=f"q{i}") for i in range(3)]
+    delivered: list[tuple[int, str, str | None]] = []
+
+    async def deliver(i: int, result: SearchResult) -> None:
+        delivered.append((i, result.request_id, result.error.code if result.error else None))
+        searcher.delivered.release()
+
+    results = asyncio.run(pipeline.answer_many(requests, deliver))
+    if fail_after is None:
+        assert delivered == [(0, "r0", None), (1, "r1", None), (2, "r2", None)]
+    else:  # what was answered went out; the rest get an error answer, never silence
+        assert delivered == [(0, "r0", None), (1, "r1", "internal_error"), (2, "r2", "internal_error")]
+    assert [r.request_id for r in results] == ["r0", "r1", "r2"]

@@ -79,6 +79,8 @@ def test_get_many_reads_like_get_present_and_absent_alike(store: Any) -> None:
     del store["c"]
     assert store.get_many(["a", "c"]) == [[9.0], None]  # through the cache, as fresh as get
     assert store.get_many([]) == []
+    store["é:1"] = [4.0]  # a key JSON escapes: encoded once, then read from the memo as it was written
+    assert store.get_many(["é:1", "é:1"]) == [[4.0], [4.0]] == [store.get("é:1")] * 2
 
 
 def test_a_read_that_races_a_write_keeps_nothing_stale(tmp_path: Path) -> None:
