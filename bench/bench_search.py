@@ -58,7 +58,7 @@ from streams.kafka import ensure_topics, producer
 from streams.samples import generate_catalogue
 from streams.search_client import SearchClient, SearchTimeout
 from streams.settings import KafkaSettings
-from streams.supervise import WorkerProcess, free_port
+from streams.supervise import WorkerProcess, free_port, log_tail
 
 BENCHMARK = "bench_search"
 ROOT = Path(__file__).resolve().parents[1]
@@ -506,13 +506,6 @@ def wait_embedded(worker: WorkerProcess, target: int, timeout_s: float, on_poll:
         time.sleep(POLL_S)
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 # --- main --------------------------------------------------------------------------------------------------
 
 
@@ -629,7 +622,7 @@ def main() -> int:
                           f"(start {figures['rss_start']:.0f} MB, peak VmHWM {figures['hwm']:.0f} MB)")
         except Exception:
             if worker is not None:
-                console.print(f"[red]failed; last lines of the worker log:[/]\n{_tail(workdir / 'worker.log')}")
+                console.print(f"[red]failed; last lines of the worker log:[/]\n{log_tail(workdir / 'worker.log')}")
             raise
         finally:
             if worker is not None:

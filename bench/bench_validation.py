@@ -43,7 +43,7 @@ import streams  # noqa: E402
 from streams.broker import EmbeddedBroker  # noqa: E402
 from streams.kafka import ensure_topics, producer  # noqa: E402
 from streams.sample_events import SampleMessage, mixed_traffic, valid_events  # noqa: E402
-from streams.supervise import WorkerProcess, free_port  # noqa: E402
+from streams.supervise import WorkerProcess, free_port, log_tail  # noqa: E402
 
 BENCHMARK = "bench_validation"
 POLL_S = 0.1
@@ -164,13 +164,6 @@ def _check(msgs: list[SampleMessage], stats: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 def run_pass(
     broker: EmbeddedBroker, label: str, msgs: list[SampleMessage], tenants: str, workdir: Path, passes: int
 ) -> PassResult:
@@ -196,7 +189,7 @@ def run_pass(
         console.print(f"  worker ready in {ready_s:.1f} s; consuming ...")
         rate, elapsed, stats = _agent_rate(worker, n, timeout_s=max(120.0, n / 50))
     except Exception:
-        console.print(f"[red]worker failed; last lines of {log}:[/]\n{_tail(log)}")
+        console.print(f"[red]worker failed; last lines of {log}:[/]\n{log_tail(log)}")
         raise
     finally:
         worker.stop()

@@ -14,6 +14,7 @@ import faust
 from models.searcher import Searcher, error_result
 from schemas import DecodeError, SearchLog, SearchRequest, SearchResult, decode, encode
 from streams import metrics
+from streams.batching import in_thread
 from streams.deadletters import DeadLetterSink, salvage
 from streams.settings import Settings
 
@@ -162,7 +163,7 @@ class SearchPipeline:
             finally:
                 hand_over(None)
 
-        work = loop.run_in_executor(None, run)
+        work = asyncio.ensure_future(in_thread(run))
         results: list[SearchResult | None] = [None] * len(requests)
         while (item := await ready.get()) is not None:
             i, result, search_log = item

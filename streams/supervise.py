@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["WorkerProcess", "die_with_parent", "free_port", "http_json", "http_post_json", "spawn"]
+__all__ = ["WorkerProcess", "die_with_parent", "free_port", "http_json", "http_post_json", "log_tail", "spawn"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -29,6 +29,14 @@ def spawn(argv: list[str], log_path: Path | None, **popen: Any) -> subprocess.Po
     finally:
         if log_path:
             out.close()  # type: ignore[union-attr]
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` lines of a child's log, or "(no log)": for failure messages."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
 
 
 def die_with_parent(parent_pid: int) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from streams.broker import EmbeddedBroker
 from streams.kafka import ensure_topics
-from streams.supervise import WorkerProcess, free_port
+from streams.supervise import WorkerProcess, free_port, log_tail
 
 REPO = Path(__file__).resolve().parents[1]
 #: Exported once and reused across runs (export takes ~10 s; the manifest makes reuse safe).
@@ -127,7 +127,7 @@ def child_outlives_killed_parent(code: str, within_s: float) -> tuple[bool, str]
 
 
 #: How much of each log a failed test shows: CI keeps only its output, not the temporary folders.
-_LOG_TAIL_BYTES = 6000
+_LOG_TAIL_LINES = 60
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -141,10 +141,4 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if not isinstance(tmp, Path) or not tmp.is_dir():
         return
     for log in sorted(tmp.rglob("*.log")):
-        try:
-            with open(log, "rb") as fh:
-                fh.seek(max(0, log.stat().st_size - _LOG_TAIL_BYTES))
-                tail = fh.read().decode("utf-8", "replace")
-        except OSError:
-            continue
-        report.sections.append((f"log tail: {log.relative_to(tmp)}", tail))
+        report.sections.append((f"log tail: {log.relative_to(tmp)}", log_tail(log, _LOG_TAIL_LINES)))
