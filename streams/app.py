@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiokafka.admin import NewTopic
+from mode.utils.times import want_seconds
 
 from schemas.topics import TOPICS
 from streams import faust_compat, table_store
 from streams.batching import in_thread
 from streams.catalogue import CataloguePipeline
-from streams.kafka import ensure_topics
+from streams.kafka import create_missing, ensure_topics
 from streams.learning import LearningPipeline
 from streams.logloss import LogLossWatch
 from streams.pixel import PixelPipeline
@@ -26,7 +28,7 @@ from streams.search import SearchPipeline
 from streams.settings import Settings
 from streams.swap import SwapManager
 
-__all__ = ["ShoprankApp", "create_app"]
+__all__ = ["ShoprankApp", "faust_topics", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +105,7 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
         log_loss=log_loss,
         pixel=PixelPipeline(app, settings, forget, log_loss),
         catalogue=CataloguePipeline(app, settings, lambda: resources.indexer),
-        search=SearchPipeline(app, settings, lambda: resources.searcher),
+        search=SearchPipeline(app, settings, lambda: resources.searcher, bootstrap),
         learning=learning,
         rules=rules,
         rankers=hub,
@@ -124,6 +126,7 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
         """A broker that lost its log lost our topics too: create them again, as the worker did at start."""
         try:
             created = await ensure_topics(bootstrap, kafka.topic_prefix, retention_ms=kafka.retention_ms)
+            created += await create_missing(bootstrap, faust_topics(app))
         except Exception as exc:  # noqa: BLE001 - the broker is away; the next check tries again
             log.debug("topic check failed: %s", exc)
             return
@@ -148,3 +151,29 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
     register_views(shop)
     metrics.install(shop)  # lag, group status and index sizes sampled in the background for /metrics
     return shop
+
+
+def faust_topics(app: faust.App) -> list[NewTopic]:
+    """The topics Faust declares at start-up (tables' changelogs, the leader topic), configured as it does.
+
+    Faust declares each once per process (memoised), so after a broker lost its log they would only
+    come back auto-created with the broker's defaults, which the worker no longer allows
+    (streams.autocreate): without its changelog topics, table recovery waits for metadata and fails.
+    """
+    channels = [table.changelog_topic for table in app.tables.values()]
+    if not app.conf.topic_disable_leader:
+        channels.append(app._leader_assignor._leader_topic)  # noqa: SLF001 - Faust names it, not us
+    return [NewTopic(name, channel.partitions or app.conf.topic_partitions, 1, topic_configs=_faust_config(channel))
+            for channel in channels for name in channel.topics]
+
+
+def _faust_config(channel: Any) -> dict[str, str]:
+    """A Faust topic's broker config (what faust.transport.drivers.aiokafka.Transport._topic_config builds)."""
+    config: dict[str, str] = {}
+    policies = [p for p, on in (("compact", channel.compacting), ("delete", channel.deleting)) if on]
+    if policies:
+        config["cleanup.policy"] = ",".join(policies)
+    if channel.retention:
+        config["retention.ms"] = str(int(want_seconds(channel.retention) * 1000))
+    config.update({k: str(v) for k, v in (channel.config or {}).items()})
+    return config

@@ -21,7 +21,7 @@ from streams import fetchwait
 
 fetchwait.install()
 
-__all__ = ["broker_answers", "ensure_topics", "describe_topics", "end_offsets", "producer", "read_topic"]
+__all__ = ["broker_answers", "create_missing", "ensure_topics", "describe_topics", "new_topic", "end_offsets", "producer", "read_topic"]
 
 log = logging.getLogger(__name__)
 
@@ -59,22 +59,24 @@ async def ensure_topics(
     hold pseudonymised shopper data, which a forgotten shopper's must not outlive for long.
     """
     specs = list(TOPICS.values() if specs is None else specs)
+    return await create_missing(bootstrap, [new_topic(s, s.full_name(prefix), retention_ms) for s in specs])
+
+
+def new_topic(spec: TopicSpec, name: str, retention_ms: int | None = None) -> NewTopic:
+    """The admin request that creates ``spec``'s topic as ``name`` (partitions, compaction, retention)."""
+    return NewTopic(name, spec.partitions, 1, topic_configs=_topic_configs(spec, retention_ms))
+
+
+async def create_missing(bootstrap: str, topics: Iterable[NewTopic]) -> list[str]:
+    """Create those of ``topics`` the broker does not have; return the names created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [
-            NewTopic(
-                s.full_name(prefix),
-                s.partitions,
-                1,
-                topic_configs=_topic_configs(s, retention_ms),
-            )
-            for s in specs
-            if s.full_name(prefix) not in existing
-        ]
         created = []
-        for topic in wanted:  # one by one: another worker may be creating the same topics
+        for topic in topics:  # one by one: another worker may be creating the same topics
+            if topic.name in existing:
+                continue
             try:
                 await admin.create_topics([topic])
                 created.append(topic.name)

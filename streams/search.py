@@ -10,12 +10,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 
 from models.searcher import Searcher, error_result
 from schemas import DecodeError, SearchLog, SearchRequest, SearchResult, decode, encode
+from schemas.topics import TOPICS
 from streams import metrics
 from streams.batching import in_thread
 from streams.deadletters import DeadLetterSink, salvage
+from streams.kafka import create_missing, new_topic
 from streams.settings import Settings
 
 __all__ = ["SearchPipeline", "request_error_code"]
@@ -113,8 +116,10 @@ class SearchStats:
 class SearchPipeline:
     AGENT = "search"
 
-    def __init__(self, app: faust.App, settings: Settings, searcher_factory: Any) -> None:
+    def __init__(self, app: faust.App, settings: Settings, searcher_factory: Any, bootstrap: str) -> None:
         self.app = app
+        self.bootstrap = bootstrap
+        self.retention_ms = settings.kafka.retention_ms
         self.results_topic = settings.topic("search-results")
         self.topic = app.topic(
             settings.topic("search-requests"), key_type=bytes, value_type=bytes,
@@ -235,13 +240,37 @@ class SearchPipeline:
                 f"reply_topic must start with {self.results_topic!r}",
             ))
             return None
+        why_not = await self._reply_topic_ready(reply_to)
+        if why_not is not None:
+            self.stats.errors += 1
+            await self._reply(self.results_topic, error_result(
+                request.request_id, request.tenant, "invalid_reply_topic", why_not))
+            return None
         return request, reply_to
 
-    async def _reply(self, topic_name: str, result: SearchResult) -> None:
-        topic = self._reply_topics.get(topic_name)
+    async def _reply_topic_ready(self, name: str) -> str | None:
+        """None when replies can go to ``name``, creating it like the results topic if missing; else why not.
+
+        The worker's clients may not create topics by naming them (streams.autocreate), and a send to a
+        topic that does not exist would hold this agent for the producer's whole request timeout.
+        """
+        if name == self.results_topic or name in self._reply_topics:
+            return None
+        try:
+            await create_missing(self.bootstrap, [new_topic(TOPICS["search-results"], name, self.retention_ms)])
+        except KafkaError as exc:
+            return f"reply_topic {name!r} does not exist and could not be created ({exc}); create it first"
+        self._reply_channel(name)
+        return None
+
+    def _reply_channel(self, name: str) -> Any:
+        topic = self._reply_topics.get(name)
         if topic is None:
-            topic = self._reply_topics[topic_name] = self.app.topic(
-                topic_name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+            topic = self._reply_topics[name] = self.app.topic(
+                name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
             )
-        await topic.send(key=result.request_id.encode(), value=encode(result))
+        return topic
+
+    async def _reply(self, topic_name: str, result: SearchResult) -> None:
+        await self._reply_channel(topic_name).send(key=result.request_id.encode(), value=encode(result))
 

@@ -10,6 +10,7 @@ from typing import IO
 
 import faust
 
+from streams import autocreate
 from streams.app import create_app
 from streams.broker import resolve_bootstrap
 from streams.exceptions import UserInputError
@@ -47,8 +48,9 @@ def run_worker(settings: Settings) -> int:
     try:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        # Topics first: a consumer subscribing to a missing topic makes some brokers auto-create it
-        # with their default partition count, which breaks table co-partitioning.
+        # Topics first, from their specs; no client of this process may create one by asking about it
+        # (streams.autocreate): the broker's defaults would break co-partitioning and compaction.
+        autocreate.install()
         loop.run_until_complete(ensure_topics(bootstrap, settings.kafka.topic_prefix, retention_ms=settings.kafka.retention_ms))
         shop = create_app(settings, bootstrap)
         worker = faust.Worker(

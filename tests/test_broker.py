@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka import client as aiokafka_client
 
 from schemas.topics import TOPICS
+from streams import autocreate
 from streams.broker import EmbeddedBroker
 from streams.exceptions import BrokerStartError
 from streams.kafka import broker_answers, describe_topics, ensure_topics
@@ -51,14 +55,13 @@ def test_broker_dies_with_its_parent_even_on_kill_9() -> None:
     assert not alive, "tansu outlived its killed parent"
 
 
-def test_event_topics_get_a_retention_and_state_topics_are_compacted(broker: EmbeddedBroker) -> None:
+def topic_configs(bootstrap: str, topic: str) -> dict[str, str]:
+    """The broker's config entries of ``topic`` (DescribeConfigs: asking never creates the topic)."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    asyncio.run(ensure_topics(broker.bootstrap, "ret.", retention_ms=3_600_000))
-
-    async def configs(topic: str) -> dict[str, str]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    async def go() -> dict[str, str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()
         try:
             resp = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
@@ -66,6 +69,45 @@ def test_event_topics_get_a_retention_and_state_topics_are_compacted(broker: Emb
         finally:
             await admin.close()
 
-    assert asyncio.run(configs("ret.shoprank.pixel")).get("retention.ms") == "3600000"
-    privacy = asyncio.run(configs("ret.shoprank.privacy"))
+    return asyncio.run(go())
+
+
+def test_event_topics_get_a_retention_and_state_topics_are_compacted(broker: EmbeddedBroker) -> None:
+    asyncio.run(ensure_topics(broker.bootstrap, "ret.", retention_ms=3_600_000))
+    configs = functools.partial(topic_configs, broker.bootstrap)
+
+    assert configs("ret.shoprank.pixel").get("retention.ms") == "3600000"
+    privacy = configs("ret.shoprank.privacy")
     assert privacy.get("cleanup.policy") == "compact" and "retention.ms" not in privacy
+
+
+def _ask_for(bootstrap: str, topic: str) -> set[int] | None:
+    """What a reader of ``topic`` learns from the broker when it asks for its partitions."""
+
+    async def go() -> set[int] | None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer._client.add_topic(topic)
+            await consumer._client.force_metadata_update()
+            return consumer.partitions_for_topic(topic)
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(go())
+
+
+def test_worker_clients_never_create_a_topic_by_asking_about_it(
+        broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without the patch the broker creates the topic it is asked about, with its own defaults: the
+    # race that gave the rules and privacy topics 4 partitions after a broker restart.
+    assert _ask_for(broker.bootstrap, "auto.asked") == {0, 1, 2, 3}
+    assert asyncio.run(describe_topics(broker.bootstrap, ["auto.asked"])) == {"auto.asked": 4}
+
+    monkeypatch.setattr(aiokafka_client, "MetadataRequest", aiokafka_client.MetadataRequest)  # restored after
+    autocreate.install()
+    assert _ask_for(broker.bootstrap, "noauto.asked") is None
+    assert "noauto.asked" not in asyncio.run(describe_topics(broker.bootstrap))
+    # Topics created from their specs are still seen, with their partition counts.
+    asyncio.run(ensure_topics(broker.bootstrap, "noauto.", [TOPICS["rules"]]))
+    assert _ask_for(broker.bootstrap, "noauto.shoprank.rules") == {0}

@@ -16,9 +16,12 @@ import pytest
 
 from schemas import CatalogueUpdate, DeadLetter, SearchResult, decode, encode
 from streams.broker import EmbeddedBroker
-from streams.kafka import ensure_topics, producer, read_topic
+from schemas.topics import TOPICS
+from streams.kafka import describe_topics, ensure_topics, producer, read_topic
 from streams.search_client import SearchClient
+from streams.settings import Settings
 from streams.supervise import WorkerProcess
+from tests.test_broker import topic_configs
 
 pytestmark = pytest.mark.integration
 
@@ -165,6 +168,31 @@ def test_bad_requests_get_defined_error_replies(env: Env) -> None:
     # Nobody to answer: kept in dead letters, and the agent keeps serving.
     send(env.broker, f"{env.prefix}shoprank.search-requests", [(None, b"\xff\xfe garbage")])
     assert env.search("skillet").items[0].product_id == "p8"
+
+
+def test_a_reply_topic_that_does_not_exist_yet_is_created_like_the_results_topic(env: Env) -> None:
+    own = f"{env.prefix}shoprank.search-results.own-{uuid.uuid4().hex[:6]}"
+
+    def listed() -> dict[str, int]:  # lists the broker's topics; naming one would create it
+        return asyncio.run(describe_topics(env.broker.bootstrap))
+
+    assert own not in listed()
+    send(env.broker, f"{env.prefix}shoprank.search-requests",
+         [("demo:r-own", orjson.dumps({"request_id": "r-own", "tenant": "demo", "query": "chef knife",
+                                       "reply_topic": own}))])
+    deadline = time.monotonic() + 30
+    while own not in listed() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert listed().get(own) == TOPICS["search-results"].partitions
+    # Created by the worker from the results topic's spec, not by the broker's defaults (no retention of ours).
+    assert topic_configs(env.broker.bootstrap, own).get("retention.ms") == str(Settings().kafka.retention_ms)
+
+    async def replies() -> list[SearchResult]:
+        return [decode(SearchResult, v) async for *_, v, _ in read_topic(env.broker.bootstrap, own, idle_timeout_s=5)
+                if v is not None]
+
+    (reply,) = asyncio.run(replies())
+    assert reply.request_id == "r-own" and reply.error is None and reply.items[0].product_id == "p9"
 
 
 def test_gateway(env: Env) -> None:

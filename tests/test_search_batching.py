@@ -121,7 +121,7 @@ class _SteppedSearcher:
 def test_the_pipeline_delivers_each_answer_while_the_batch_runs(fail_after: int | None) -> None:
     searcher = _SteppedSearcher(fail_after)
     app = faust.App("batching-test", broker="kafka://127.0.0.1:1")
-    pipeline = SearchPipeline(app, Settings(tenants=("demo",)), lambda: searcher)
+    pipeline = SearchPipeline(app, Settings(tenants=("demo",)), lambda: searcher, "127.0.0.1:1")
     requests = [SearchRequest(request_id=f"r{i}", tenant="demo", query=f"q{i}") for i in range(3)]
     delivered: list[tuple[int, str, str | None]] = []
 
