@@ -111,7 +111,7 @@ def _topic_name(settings: Settings, name: str) -> str:
 @click.pass_context
 def produce(ctx: click.Context, topic: str, file: Path) -> None:
     """Send each JSON line of FILE (or - for stdin) to TOPIC, keyed as the topic's contract says."""
-    from streams.kafka import producer
+    from streams.kafka import ensure_topics, producer
 
     settings = _settings(ctx)
     name = _topic_name(settings, topic)
@@ -120,6 +120,8 @@ def produce(ctx: click.Context, topic: str, file: Path) -> None:
     bootstrap = _resolve(settings)
 
     async def send() -> None:
+        # From its spec if no worker created it yet: naming a missing topic gets the broker's defaults.
+        await ensure_topics(bootstrap, settings.kafka.topic_prefix, [spec], settings.kafka.retention_ms)
         async with producer(bootstrap, linger_ms=5) as prod:
             for obj, line in records:
                 key = spec.key(obj) if isinstance(obj, dict) else None

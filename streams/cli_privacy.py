@@ -25,8 +25,9 @@ def forget_user(ctx: click.Context, tenant: str, user_id: str) -> None:
     Every worker drops the shopper's events from then on, replays included. Events already in the
     event topics expire with the topics' retention; aggregates and models hold nothing per shopper.
     """
+    from schemas.topics import TOPICS
     from streams.broker import resolve_bootstrap
-    from streams.kafka import producer
+    from streams.kafka import ensure_topics, producer
 
     settings: Settings = ctx.ensure_object(dict)["settings"]
     if not _TENANT.match(tenant):
@@ -39,6 +40,8 @@ def forget_user(ctx: click.Context, tenant: str, user_id: str) -> None:
     bootstrap, _ = resolve_bootstrap(settings.kafka, start_embedded=False)
 
     async def send() -> None:
+        # From its spec (compacted, kept for good) if no worker created it yet, not the broker's defaults.
+        await ensure_topics(bootstrap, settings.kafka.topic_prefix, [TOPICS["privacy"]], settings.kafka.retention_ms)
         async with producer(bootstrap) as prod:
             await prod.send_and_wait(settings.topic("privacy"), value, key=key)
 

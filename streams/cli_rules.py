@@ -133,12 +133,16 @@ def _rule_error(exc: ValidationError) -> click.UsageError:
     return click.UsageError(f"invalid rule{f' ({where})' if where else ''}: {err['msg']}")
 
 
-def _publish(bootstrap: str, topic: str, rule: MerchandisingRule) -> None:
-    from streams.kafka import producer
+def _publish(bootstrap: str, settings: Settings, rule: MerchandisingRule) -> None:
+    from schemas.topics import TOPICS
+    from streams.kafka import ensure_topics, producer
 
     async def send() -> None:
+        # Created from its spec (one partition, compacted) when no worker has yet: a producer naming a
+        # missing topic would have the broker create it with its defaults.
+        await ensure_topics(bootstrap, settings.kafka.topic_prefix, [TOPICS["rules"]], settings.kafka.retention_ms)
         async with producer(bootstrap) as prod:
-            await prod.send_and_wait(topic, encode(rule), key=f"{rule.tenant}:{rule.rule_id}".encode())
+            await prod.send_and_wait(settings.topic("rules"), encode(rule), key=f"{rule.tenant}:{rule.rule_id}".encode())
 
     asyncio.run(send())
 
@@ -203,7 +207,7 @@ def add(ctx: click.Context, tenant: str, action: str, product: str | None, brand
         ends_at=ends_at,
         updated_at=now,
     ))
-    _publish(_bootstrap(settings), settings.topic("rules"), rule)
+    _publish(_bootstrap(settings), settings, rule)
     if rule_status(rule, now) == "expired":
         click.echo(f"note: rule {rule.rule_id} has already ended; it will not apply", err=True)
     click.echo(rule.rule_id)
@@ -261,5 +265,5 @@ def rm(ctx: click.Context, tenant: str, rule_id: str) -> None:
                              "shows its rule ids")
     gone = current.model_copy(update={"deleted": True,
                                       "updated_at": max(int(time.time() * 1000), current.updated_at + 1)})
-    _publish(bootstrap, settings.topic("rules"), gone)
+    _publish(bootstrap, settings, gone)
     click.echo(f"removed {rule_id}", err=True)

@@ -18,11 +18,12 @@ from models.rules import apply_rules, in_scope, matches, normalise, rule_status,
 from models.store import Hit
 from schemas import DeadLetter, DecodeError, MerchandisingRule, RuleTarget, SearchResult, decode, encode
 from streams.broker import EmbeddedBroker
-from streams.kafka import read_topic
+from streams.kafka import describe_topics, read_topic
 from streams.rules import RuleLog
 from streams.search_client import SearchClient
 from streams.supervise import WorkerProcess
 from tests.conftest import run_cli
+from tests.test_broker import topic_configs
 from tests.test_search import PRODUCTS, product, send, send_updates, wait_stats
 
 NOW = 1_800_000_000_000
@@ -293,6 +294,19 @@ def test_rules_add_refuses_bad_input_with_one_line_and_exit_2(args: list[str], s
 def test_rules_cli_names_a_bad_tenant() -> None:
     res = run_cli("rules", "list", "--tenant", "Not A Tenant")
     assert res.returncode == 2 and "is not a tenant id" in res.stderr
+
+
+def test_publishing_before_any_worker_creates_the_topics_from_their_specs(broker: EmbeddedBroker) -> None:
+    # Named by a producer, a missing topic would be created by the broker's defaults: 4 partitions on
+    # the embedded broker, not compacted, so old versions of a rule would expire and others pile up.
+    prefix = f"fresh{uuid.uuid4().hex[:6]}."
+    cli = ("--bootstrap", broker.bootstrap, "--topic-prefix", prefix)
+    assert run_cli(*cli, "rules", "add", "--tenant", "demo", "--action", "hide", "--brand", "B").returncode == 0
+    assert run_cli(*cli, "forget-user", "--tenant", "demo", "alice").returncode == 0
+    for name in ("rules", "privacy"):
+        topic = f"{prefix}shoprank.{name}"
+        assert asyncio.run(describe_topics(broker.bootstrap)).get(topic) == 1, topic
+        assert topic_configs(broker.bootstrap, topic).get("cleanup.policy") == "compact", topic
 
 
 # --- live on a worker -----------------------------------------------------------------------------------------
