@@ -11,7 +11,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from schemas import SearchRequest, SearchResult, decode, encode
 from schemas.exceptions import DecodeError
-from streams import kafka as _kafka  # noqa: F401 - installs the adaptive fetch wait (streams.fetchwait)
+from schemas.topics import TOPICS
+from streams.kafka import create_missing, new_topic  # importing it installs the adaptive fetch wait
 from streams.exceptions import ShoprankError
 
 __all__ = ["SearchClient", "SearchTimeout"]
@@ -43,6 +44,9 @@ class SearchClient:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=5
         )
+        # Made from the results topic's spec if missing: a broker without auto-creation (Kafka as in
+        # docker/) would leave the reader below with no partitions, and the replies unread.
+        await create_missing(self.bootstrap, [new_topic(TOPICS["search-results"], self.reply_topic)])
         await self._producer.start()
         await self._consumer.start()
         parts = self._consumer.partitions_for_topic(self.reply_topic)

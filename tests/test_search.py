@@ -195,6 +195,27 @@ def test_a_reply_topic_that_does_not_exist_yet_is_created_like_the_results_topic
     assert reply.request_id == "r-own" and reply.error is None and reply.items[0].product_id == "p9"
 
 
+def test_a_client_with_its_own_reply_topic_works_where_the_broker_creates_no_topics(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Kafka as in docker/ (auto.create.topics.enable=false): naming a missing topic creates nothing.
+    # Simulated here by asking the broker not to (streams.autocreate) in this process.
+    from aiokafka import client as aiokafka_client
+
+    from streams import autocreate
+
+    monkeypatch.setattr(aiokafka_client, "MetadataRequest", aiokafka_client.MetadataRequest)  # restored after
+    autocreate.install()
+    own = f"{env.prefix}shoprank.search-results.client-{uuid.uuid4().hex[:6]}"
+
+    async def go() -> SearchResult:
+        async with SearchClient(env.broker.bootstrap, f"{env.prefix}shoprank.search-requests", own) as client:
+            return await client.search("demo", "chef knife", timeout_s=30)
+
+    result = asyncio.run(go())
+    assert result.error is None and result.items[0].product_id == "p9"
+    assert asyncio.run(describe_topics(env.broker.bootstrap)).get(own) == TOPICS["search-results"].partitions
+
+
 def test_gateway(env: Env) -> None:
     status, body = env.post(orjson.dumps({"tenant": "demo", "query": "chef knife", "page_size": 3}))
     assert status == 200 and body["items"][0]["product_id"] == "p9" and len(body["items"]) <= 3
