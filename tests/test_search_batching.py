@@ -135,3 +135,46 @@ def test_the_pipeline_delivers_each_answer_while_the_batch_runs(fail_after: int 
     else:  # what was answered went out; the rest get an error answer, never silence
         assert delivered == [(0, "r0", None), (1, "r1", "internal_error"), (2, "r2", "internal_error")]
     assert [r.request_id for r in results] == ["r0", "r1", "r2"]
+
+
+class _EagerSearcher:
+    """Answers its whole batch at once, without waiting for the loop: the search thread outruns it."""
+
+    def search_many_logged(self, requests: list[SearchRequest], *, on_answer: Any, **_: Any) -> list[Any]:
+        out = []
+        for i, r in enumerate(requests):
+            result = SearchResult(request_id=r.request_id, tenant=r.tenant, query=r.query, answered_at=1)
+            out.append((result, None))
+            on_answer(i, result, None)
+        return out
+
+
+def test_answers_ready_together_reach_the_loop_in_one_wake_up_each_delivered_once() -> None:
+    app = faust.App("batching-test-eager", broker="kafka://127.0.0.1:1")
+    pipeline = SearchPipeline(app, Settings(tenants=("demo",)), lambda: _EagerSearcher(), "127.0.0.1:1")
+    requests = [SearchRequest(request_id=f"r{i}", tenant="demo", query=f"q{i}") for i in range(200)]
+    delivered: list[int] = []
+    wake_ups = 0
+
+    async def deliver(i: int, result: SearchResult) -> None:
+        assert result.request_id == f"r{i}"
+        delivered.append(i)
+
+    async def main() -> list[SearchResult]:
+        nonlocal wake_ups
+        loop = asyncio.get_running_loop()
+        real = loop.call_soon_threadsafe
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal wake_ups
+            wake_ups += 1
+            return real(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        return await pipeline.answer_many(requests, deliver)
+
+    results = asyncio.run(main())
+    assert delivered == list(range(200)) and [r.request_id for r in results] == [f"r{i}" for i in range(200)]
+    # 201 hand-overs (200 answers and the end of the batch; one wake-up each before); the loop is woken
+    # far fewer times. The thread pool's own completion callback is one of the counted calls.
+    assert wake_ups < 50, wake_ups
