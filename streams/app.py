@@ -28,7 +28,7 @@ from streams.search import SearchPipeline
 from streams.settings import Settings
 from streams.swap import SwapManager
 
-__all__ = ["ShoprankApp", "faust_topics", "create_app"]
+__all__ = ["ShoprankApp", "create_app", "faust_topics"]
 
 log = logging.getLogger(__name__)
 

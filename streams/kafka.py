@@ -21,7 +21,10 @@ from streams import fetchwait
 
 fetchwait.install()
 
-__all__ = ["broker_answers", "create_missing", "ensure_topics", "describe_topics", "new_topic", "end_offsets", "producer", "read_topic"]
+__all__ = [
+    "broker_answers", "create_missing", "describe_topics", "end_offsets", "ensure_topics", "new_topic", "producer",
+    "read_topic",
+]
 
 log = logging.getLogger(__name__)
 
