@@ -15,7 +15,7 @@ from schemas.topics import TOPICS
 from streams import faust_compat, table_store
 from streams.batching import in_thread
 from streams.catalogue import CataloguePipeline
-from streams.kafka import create_missing, ensure_topics
+from streams.kafka import create_missing, spec_topics
 from streams.learning import LearningPipeline
 from streams.logloss import LogLossWatch
 from streams.pixel import PixelPipeline
@@ -121,12 +121,14 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
     async def save_rankers(app: faust.App, **_: Any) -> None:
         hub.checkpoint()
 
+    ours = spec_topics(kafka.topic_prefix, retention_ms=kafka.retention_ms)
+
     @app.timer(_TOPIC_CHECK_S, name="topic-guard")
     async def recreate_lost_topics() -> None:
         """A broker that lost its log lost our topics too: create them again, as the worker did at start."""
         try:
-            created = await ensure_topics(bootstrap, kafka.topic_prefix, retention_ms=kafka.retention_ms)
-            created += await create_missing(bootstrap, faust_topics(app))
+            # Ours and Faust's in one admin round trip.
+            created = await create_missing(bootstrap, ours + faust_topics(app))
         except Exception as exc:  # noqa: BLE001 - the broker is away; the next check tries again
             log.debug("topic check failed: %s", exc)
             return
@@ -163,17 +165,13 @@ def faust_topics(app: faust.App) -> list[NewTopic]:
     channels = [table.changelog_topic for table in app.tables.values()]
     if not app.conf.topic_disable_leader:
         channels.append(app._leader_assignor._leader_topic)  # noqa: SLF001 - Faust names it, not us
-    return [NewTopic(name, channel.partitions or app.conf.topic_partitions, 1, topic_configs=_faust_config(channel))
+    return [NewTopic(name, channel.partitions or app.conf.topic_partitions, 1, topic_configs=_faust_config(app, channel))
             for channel in channels for name in channel.topics]
 
 
-def _faust_config(channel: Any) -> dict[str, str]:
-    """A Faust topic's broker config (what faust.transport.drivers.aiokafka.Transport._topic_config builds)."""
-    config: dict[str, str] = {}
-    policies = [p for p, on in (("compact", channel.compacting), ("delete", channel.deleting)) if on]
-    if policies:
-        config["cleanup.policy"] = ",".join(policies)
-    if channel.retention:
-        config["retention.ms"] = str(int(want_seconds(channel.retention) * 1000))
-    config.update({k: str(v) for k, v in (channel.config or {}).items()})
-    return config
+def _faust_config(app: faust.App, channel: Any) -> dict[str, str]:
+    """A Faust topic's broker config, built by Faust's own transport as when it declares the topic."""
+    retention_ms = int(want_seconds(channel.retention) * 1000) if channel.retention else None
+    config = app.transport._topic_config(retention_ms, channel.compacting, channel.deleting)  # noqa: SLF001
+    config.update(channel.config or {})
+    return {k: str(v) for k, v in config.items()}

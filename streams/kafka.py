@@ -23,7 +23,7 @@ fetchwait.install()
 
 __all__ = [
     "broker_answers", "create_missing", "describe_topics", "end_offsets", "ensure_topics", "new_topic", "producer",
-    "read_topic",
+    "read_topic", "spec_topics",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,13 @@ async def ensure_topics(
     ``retention_ms`` bounds how long the event topics (every topic not compacted) keep records: they
     hold pseudonymised shopper data, which a forgotten shopper's must not outlive for long.
     """
-    specs = list(TOPICS.values() if specs is None else specs)
-    return await create_missing(bootstrap, [new_topic(s, s.full_name(prefix), retention_ms) for s in specs])
+    return await create_missing(bootstrap, spec_topics(prefix, specs, retention_ms))
+
+
+def spec_topics(prefix: str = "", specs: Iterable[TopicSpec] | None = None,
+                retention_ms: int | None = None) -> list[NewTopic]:
+    """The admin requests that create ``specs`` (default: every shoprank topic) under ``prefix``."""
+    return [new_topic(s, s.full_name(prefix), retention_ms) for s in (TOPICS.values() if specs is None else specs)]
 
 
 def new_topic(spec: TopicSpec, name: str, retention_ms: int | None = None) -> NewTopic:

@@ -77,6 +77,18 @@ def make_worker(broker: EmbeddedBroker, tmp_path: Path, model_dir: Path) -> Iter
         w.stop()
 
 
+@pytest.fixture
+def no_autocreate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process's Kafka clients ask the broker not to create the topics they name, as the worker's
+    do (streams.autocreate), for the rest of the test; like a Kafka with auto-creation off."""
+    from aiokafka import client as aiokafka_client
+
+    from streams import autocreate
+
+    monkeypatch.setattr(aiokafka_client, "MetadataRequest", aiokafka_client.MetadataRequest)  # restored after
+    autocreate.install()
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None,
             timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run ``shoprank ARGS`` as a user would, in a child process."""

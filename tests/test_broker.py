@@ -7,10 +7,8 @@ import functools
 
 import pytest
 from aiokafka import AIOKafkaConsumer
-from aiokafka import client as aiokafka_client
 
 from schemas.topics import TOPICS
-from streams import autocreate
 from streams.broker import EmbeddedBroker
 from streams.exceptions import BrokerStartError
 from streams.kafka import broker_answers, describe_topics, ensure_topics
@@ -98,14 +96,13 @@ def _ask_for(bootstrap: str, topic: str) -> set[int] | None:
 
 
 def test_worker_clients_never_create_a_topic_by_asking_about_it(
-        broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+        broker: EmbeddedBroker, request: pytest.FixtureRequest) -> None:
     # Without the patch the broker creates the topic it is asked about, with its own defaults: the
     # race that gave the rules and privacy topics 4 partitions after a broker restart.
     assert _ask_for(broker.bootstrap, "auto.asked") == {0, 1, 2, 3}
     assert asyncio.run(describe_topics(broker.bootstrap, ["auto.asked"])) == {"auto.asked": 4}
 
-    monkeypatch.setattr(aiokafka_client, "MetadataRequest", aiokafka_client.MetadataRequest)  # restored after
-    autocreate.install()
+    request.getfixturevalue("no_autocreate")  # from here on, as in the worker
     assert _ask_for(broker.bootstrap, "noauto.asked") is None
     assert "noauto.asked" not in asyncio.run(describe_topics(broker.bootstrap))
     # Topics created from their specs are still seen, with their partition counts.

@@ -196,15 +196,9 @@ def test_a_reply_topic_that_does_not_exist_yet_is_created_like_the_results_topic
 
 
 def test_a_client_with_its_own_reply_topic_works_where_the_broker_creates_no_topics(
-        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+        env: Env, no_autocreate: None) -> None:
     # Kafka as in docker/ (auto.create.topics.enable=false): naming a missing topic creates nothing.
     # Simulated here by asking the broker not to (streams.autocreate) in this process.
-    from aiokafka import client as aiokafka_client
-
-    from streams import autocreate
-
-    monkeypatch.setattr(aiokafka_client, "MetadataRequest", aiokafka_client.MetadataRequest)  # restored after
-    autocreate.install()
     own = f"{env.prefix}shoprank.search-results.client-{uuid.uuid4().hex[:6]}"
 
     async def go() -> SearchResult:
