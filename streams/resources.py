@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -16,6 +18,8 @@ from models.store import VectorStore, open_store
 from streams.settings import Settings
 
 __all__ = ["Resources"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -53,7 +57,12 @@ class Resources:
 
         def build() -> VectorStore:
             if s.kind == "edge":
-                return open_store("edge", root=s.dir, quantization=s.quantization)
+                store = open_store("edge", root=s.dir, quantization=s.quantization)
+                # Index what the last run left unindexed before anything is served (see optimize_existing).
+                started = time.perf_counter()
+                if changed := store.optimize_existing():  # type: ignore[attr-defined]
+                    log.info("optimized the shards of %s in %.1f s", ", ".join(changed), time.perf_counter() - started)
+                return store
             return open_store("qdrant", url=s.url, collection_prefix=s.collection_prefix, quantization=s.quantization)
 
         return self._once("store", build)

@@ -263,6 +263,45 @@ def test_edge_payload_cache_is_bounded_and_drops_a_fill_that_raced_a_write(tmp_p
     assert cache.get("other", ["k"]) == ({}, ["k"])  # tenants never share entries
 
 
+def test_the_worker_builds_the_vector_index_of_what_a_previous_run_left_unindexed(tmp_path: Path,
+                                                                                     model_dir: Path) -> None:
+    """Qdrant Edge never optimizes by itself: without this, every dense search scans every vector."""
+    import qdrant_edge as qe
+
+    from streams.resources import Resources
+    from streams.settings import ModelSettings, Settings, StoreSettings
+
+    n, dim = 7_000, 384  # past Qdrant's indexing threshold (10 MB of vectors)
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    root = tmp_path / "index"
+    (root / "broken").mkdir(parents=True)
+    (root / "broken" / "junk").write_text("not a shard")  # logged and left alone, start-up goes on
+    first = EdgeStore(root)
+    first.ensure_collection(TENANT, dim)
+    first.upsert(TENANT, [ProductPoint(f"p{i}", vectors[i], f"item {i}", {"price": 1.0}) for i in range(n)])
+    first.close()
+
+    def dense_indexed() -> int:  # sparse vectors are always indexed (inverted index): n of the count
+        shard = qe.EdgeShard.load(str(root / TENANT))
+        try:
+            return shard.info().indexed_vectors_count - n
+        finally:
+            shard.close()
+
+    assert dense_indexed() == 0
+    settings = Settings(models=ModelSettings(dir=model_dir.parent, embedder=model_dir.name),
+                        store=StoreSettings(dir=root))
+    res = Resources(settings)
+    store = res.store
+    assert isinstance(store, EdgeStore) and store.optimize_existing() == []  # done while opening
+    hits = store.search(TENANT, vectors[123], "", limit=5, mode="dense")
+    assert hits[0].product_id == "p123"
+    res.close()
+    assert dense_indexed() == n
+
+
 def test_set_payload_of_unknown_product_says_so(demo: VectorStore) -> None:
     with pytest.raises(PointNotFound, match="upsert it"):
         demo.set_payload(TENANT, "p99", {"price": 1.0})

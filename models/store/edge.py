@@ -18,6 +18,7 @@ exact because this store is the shard's only writer (see above), and every write
 from __future__ import annotations
 
 import itertools
+import logging
 import shutil
 import threading
 from collections.abc import Iterator, Sequence
@@ -51,6 +52,8 @@ from models.store.exceptions import (
     StoreError,
 )
 from models.store.fusion import QueryPlan, Scored, plan_query, rank, to_hits
+
+log = logging.getLogger(__name__)
 
 __all__ = ["EdgeStore", "edge_filter"]
 
@@ -226,6 +229,29 @@ class EdgeStore:
             shard = self._shard(name)
             with self._engine(name, "optimize"):
                 shard.optimize()
+
+    def optimize_existing(self) -> list[str]:
+        """Optimize every shard under ``root`` (HNSW for segments past Qdrant's indexing threshold); the
+        names of those that changed.
+
+        Qdrant Edge has no background optimizer: without this, a shard's vectors stay in plain segments
+        and every dense search scans all of them (10,000 products: hybrid query 1.06 ms plain, 0.49 ms
+        with HNSW; the scan grows with the catalogue). The call holds the interpreter until it is done
+        (about 2 s for 10,000 new vectors), so the worker runs it while opening the store, before it
+        reports ready, not while it serves.
+        """
+        changed = []
+        names = sorted(p.name for p in self.root.iterdir() if p.is_dir() and any(p.iterdir())) \
+            if self.root.is_dir() else []
+        for name in names:
+            try:
+                shard = self._shard(name)
+                with self._engine(name, "optimize"):
+                    if shard.optimize():
+                        changed.append(name)
+            except StoreError as exc:  # searched as before; that tenant's own errors say why
+                log.warning("did not optimize %s: %s", self.root / name, exc)
+        return changed
 
     def close(self) -> None:
         for tenant in list(self._shards):
