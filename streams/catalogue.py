@@ -54,6 +54,9 @@ class CatalogueStats:
     #: attempts to write a batch that the store refused, and the store's error while it fails (else None)
     store_retries: int = 0
     store_error: str | None = None
+    #: vector indexes built once the catalogue was quiet (Qdrant Edge), and how long the last build took
+    index_builds: int = 0
+    last_index_build_s: float | None = None
 
 
 class CataloguePipeline:
@@ -72,6 +75,14 @@ class CataloguePipeline:
         self._indexer_factory = indexer_factory
         self._indexer: CatalogueIndexer | None = None
         app.agent(self.topic, name=self.AGENT)(self._process)
+        self._quiet_s = settings.store.optimize_idle_s
+        self._min_points = settings.store.optimize_min_points
+        self._writing = False  # a batch is being embedded and written: the catalogue is busy
+        self._last_write = 0.0  # when the last batch was done (monotonic)
+        if self._quiet_s > 0:
+            @app.timer(min(1.0, self._quiet_s), name="index-builder")
+            async def build_index_when_quiet() -> None:
+                await self.build_index_when_quiet()
 
     @property
     def indexer(self) -> CatalogueIndexer:
@@ -125,6 +136,28 @@ class CataloguePipeline:
                 s.last_freshness_ms = round((time.time() - newest) * 1000, 1)
             yield None
 
+    async def build_index_when_quiet(self) -> None:
+        """Build the vector index of collections that took enough new vectors (the store counts them, a
+        model swap's rebuild included) once no catalogue batch has been written for a while.
+
+        Qdrant Edge leaves new vectors in a plain segment that every dense search scans, and building
+        the index holds the interpreter: searches wait meanwhile (about 2 s per 10,000 new products), so
+        the build waits for a quiet catalogue, as after a bulk load, not for every trickle of updates.
+        """
+        if self._indexer is None or self._writing or time.monotonic() - self._last_write < self._quiet_s:
+            return
+        started = time.perf_counter()
+        try:
+            built = await in_thread(self.indexer.store.optimize_pending, self._min_points)
+        except StoreError as exc:  # searches go on over the plain segment; the next load tries again
+            log.warning("could not build the vector index: %s", exc)
+            return
+        if built:
+            s = self.stats
+            s.index_builds += len(built)
+            s.last_index_build_s = round(time.perf_counter() - started, 2)
+            log.info("built the vector index of %s in %.1f s", ", ".join(built), s.last_index_build_s)
+
     async def _apply(self, updates: list[CatalogueUpdate], versions: dict[str, int | None]
                      ) -> tuple[IndexReport, dict[str, int | None]]:
         """Index a batch, retrying with back-off for as long as the store fails.
@@ -134,15 +167,20 @@ class CataloguePipeline:
         its lag grows, and /readyz reports ``store_writable: false``. Each attempt starts from the
         versions as they were: ``apply`` advances them before it writes.
         """
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(_store_unavailable),
-            wait=wait_exponential(multiplier=_RETRY_FIRST_S, max=_RETRY_MAX_S),
-            before_sleep=self._log_retry,
-            reraise=True,
-        ):
-            with attempt:
-                fresh = dict(versions)
-                report = await in_thread(self.indexer.apply, updates, fresh)
+        self._writing = True
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(_store_unavailable),
+                wait=wait_exponential(multiplier=_RETRY_FIRST_S, max=_RETRY_MAX_S),
+                before_sleep=self._log_retry,
+                reraise=True,
+            ):
+                with attempt:
+                    fresh = dict(versions)
+                    report = await in_thread(self.indexer.apply, updates, fresh)
+        finally:
+            self._writing = False
+            self._last_write = time.monotonic()
         self.stats.store_error = None
         return report, fresh
 

@@ -292,6 +292,16 @@ class StoreSettings(_Section):
         description="SHOPRANK_STORE_QUANTIZATION: binary keeps 1 bit per dimension in RAM, rescoring with floats "
         "from disk; applies to collections created afterwards.",
     )
+    optimize_idle_s: float = Field(
+        default=3.0, ge=0,
+        description="SHOPRANK_STORE_OPTIMIZE_IDLE_S (edge): build the vector index of new products once no "
+        "catalogue update has come for this long; 0 never does while running (only when the worker starts). "
+        "Building pauses the worker (about 2 s per 10,000 new products); until then dense search scans them.",
+    )
+    optimize_min_points: int = Field(
+        default=1000, ge=1,
+        description="SHOPRANK_STORE_OPTIMIZE_MIN_POINTS (edge): new vectors in a collection before it is worth it.",
+    )
 
 
 class Settings(_Section):

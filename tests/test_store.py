@@ -263,34 +263,105 @@ def test_edge_payload_cache_is_bounded_and_drops_a_fill_that_raced_a_write(tmp_p
     assert cache.get("other", ["k"]) == ({}, ["k"])  # tenants never share entries
 
 
+#: Past Qdrant's indexing threshold (10 MB of vectors), below which optimizing builds no HNSW graph.
+UNINDEXED = 7_000
+MINILM_DIM = 384
+
+
+def unit_vectors(n: int, dim: int, seed: int = 7) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def write_unindexed(store: EdgeStore, vectors: np.ndarray) -> None:
+    store.ensure_collection(TENANT, vectors.shape[1])
+    store.upsert(TENANT, [ProductPoint(f"p{i}", v, f"item {i}", {"price": 1.0}) for i, v in enumerate(vectors)])
+
+
+def dense_indexed(shard_dir: Path, n: int) -> int:
+    """Dense vectors in HNSW segments (sparse ones are always indexed: ``n`` of the engine's count)."""
+    import qdrant_edge as qe
+
+    shard = qe.EdgeShard.load(str(shard_dir))
+    try:
+        return int(shard.info().indexed_vectors_count) - n
+    finally:
+        shard.close()
+
+
+def test_edge_builds_the_vector_index_of_new_vectors_when_asked_and_enough_came(tmp_path: Path) -> None:
+    vectors = unit_vectors(UNINDEXED, MINILM_DIM)
+    store = EdgeStore(tmp_path / "edge")
+    write_unindexed(store, vectors)
+    assert store.optimize_pending(UNINDEXED + 1) == []  # not enough new vectors yet
+    assert store.optimize_pending(1000) == [TENANT]
+    assert store.optimize_pending(1) == []  # counted afresh after each build
+    assert ids(store.search(TENANT, vectors[42], "", limit=3, mode="dense"))[0] == "p42"
+    store.close()
+    assert dense_indexed(tmp_path / "edge" / TENANT, UNINDEXED) == UNINDEXED
+    server = make("qdrant", tmp_path / "server")
+    try:
+        assert server.optimize_pending(1) == []  # the server indexes by itself
+    finally:
+        server.close()
+
+
+def test_the_catalogue_agent_builds_the_index_once_the_catalogue_is_quiet(tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    import faust
+
+    from streams.catalogue import CataloguePipeline
+    from streams.settings import Settings, StoreSettings
+
+    store = EdgeStore(tmp_path / "edge")
+    indexer = type("Indexer", (), {"store": store})()  # the agent reaches the store through its indexer
+    settings = Settings(tenants=(TENANT,), store=StoreSettings(optimize_idle_s=0.3, optimize_min_points=1000))
+    app = faust.App("index-builder-test", broker="kafka://127.0.0.1:1")
+    pipeline = CataloguePipeline(app, settings, lambda: indexer)
+    assert [t.__name__ for t in app._app_tasks] == ["build_index_when_quiet"]  # started with the worker
+    pipeline._indexer = indexer  # as after the first catalogue batch
+
+    def written(vectors: np.ndarray) -> None:  # what a catalogue batch does (see CataloguePipeline._apply)
+        write_unindexed(store, vectors)
+        pipeline._last_write = time.monotonic()
+
+    written(unit_vectors(10, MINILM_DIM))
+    time.sleep(0.35)
+    asyncio.run(pipeline.build_index_when_quiet())
+    assert pipeline.stats.index_builds == 0  # quiet, but too few new products to be worth a pause
+    written(unit_vectors(UNINDEXED, MINILM_DIM))
+    asyncio.run(pipeline.build_index_when_quiet())
+    assert pipeline.stats.index_builds == 0  # enough, but the catalogue is still busy
+    time.sleep(0.35)
+    pipeline._writing = True
+    asyncio.run(pipeline.build_index_when_quiet())
+    assert pipeline.stats.index_builds == 0  # a batch is being embedded
+    pipeline._writing = False
+    asyncio.run(pipeline.build_index_when_quiet())
+    assert pipeline.stats.index_builds == 1 and pipeline.stats.last_index_build_s is not None
+    asyncio.run(pipeline.build_index_when_quiet())
+    assert pipeline.stats.index_builds == 1
+    store.close()
+    assert dense_indexed(tmp_path / "edge" / TENANT, UNINDEXED) == UNINDEXED
+
+
 def test_the_worker_builds_the_vector_index_of_what_a_previous_run_left_unindexed(tmp_path: Path,
                                                                                      model_dir: Path) -> None:
     """Qdrant Edge never optimizes by itself: without this, every dense search scans every vector."""
-    import qdrant_edge as qe
-
     from streams.resources import Resources
     from streams.settings import ModelSettings, Settings, StoreSettings
 
-    n, dim = 7_000, 384  # past Qdrant's indexing threshold (10 MB of vectors)
-    rng = np.random.default_rng(7)
-    vectors = rng.standard_normal((n, dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    n = UNINDEXED
+    vectors = unit_vectors(n, MINILM_DIM)
     root = tmp_path / "index"
     (root / "broken").mkdir(parents=True)
     (root / "broken" / "junk").write_text("not a shard")  # logged and left alone, start-up goes on
     first = EdgeStore(root)
-    first.ensure_collection(TENANT, dim)
-    first.upsert(TENANT, [ProductPoint(f"p{i}", vectors[i], f"item {i}", {"price": 1.0}) for i in range(n)])
+    write_unindexed(first, vectors)
     first.close()
-
-    def dense_indexed() -> int:  # sparse vectors are always indexed (inverted index): n of the count
-        shard = qe.EdgeShard.load(str(root / TENANT))
-        try:
-            return shard.info().indexed_vectors_count - n
-        finally:
-            shard.close()
-
-    assert dense_indexed() == 0
+    assert dense_indexed(root / TENANT, n) == 0
     settings = Settings(models=ModelSettings(dir=model_dir.parent, embedder=model_dir.name),
                         store=StoreSettings(dir=root))
     res = Resources(settings)
@@ -299,7 +370,7 @@ def test_the_worker_builds_the_vector_index_of_what_a_previous_run_left_unindexe
     hits = store.search(TENANT, vectors[123], "", limit=5, mode="dense")
     assert hits[0].product_id == "p123"
     res.close()
-    assert dense_indexed() == n
+    assert dense_indexed(root / TENANT, n) == n
 
 
 def test_set_payload_of_unknown_product_says_so(demo: VectorStore) -> None:

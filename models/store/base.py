@@ -160,6 +160,11 @@ class VectorStore(Protocol):
         """Make every acknowledged write durable."""
         ...
 
+    def optimize_pending(self, min_points: int) -> list[str]:
+        """Build the vector index of each open collection that took at least ``min_points`` vectors since it
+        was last built; the names of those built (a Qdrant server builds its indexes itself: none)."""
+        ...
+
     def close(self) -> None:
         """Flush and release files and connections."""
         ...

@@ -182,6 +182,8 @@ class EdgeStore:
         self._shards: dict[str, qe.EdgeShard] = {}
         self._dims: dict[str, int] = {}  # known for shards opened by ensure_collection
         self._payloads = _PayloadCache(payload_cache)
+        #: Vectors written per open shard since its index was last built (see optimize_pending).
+        self._written: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -226,9 +228,7 @@ class EdgeStore:
     def optimize(self, tenant: str | None = None) -> None:
         """Build HNSW and indexed segments (blocking) for one tenant, or every open one."""
         for name in [tenant] if tenant else list(self._shards):
-            shard = self._shard(name)
-            with self._engine(name, "optimize"):
-                shard.optimize()
+            self._optimize(name)
 
     def optimize_existing(self) -> list[str]:
         """Optimize every shard under ``root`` (HNSW for segments past Qdrant's indexing threshold); the
@@ -245,13 +245,27 @@ class EdgeStore:
             if self.root.is_dir() else []
         for name in names:
             try:
-                shard = self._shard(name)
-                with self._engine(name, "optimize"):
-                    if shard.optimize():
-                        changed.append(name)
+                if self._optimize(name):
+                    changed.append(name)
             except StoreError as exc:  # searched as before; that tenant's own errors say why
                 log.warning("did not optimize %s: %s", self.root / name, exc)
         return changed
+
+    def optimize_pending(self, min_points: int) -> list[str]:
+        """Optimize each open shard that took at least ``min_points`` vectors since it was last optimized.
+
+        New vectors land in a plain segment that every dense search scans; this builds its HNSW graph.
+        It holds the interpreter meanwhile (see :meth:`optimize_existing`), so the catalogue agent calls
+        it only once its input has been quiet for a while (``SHOPRANK_STORE_OPTIMIZE_IDLE_S``).
+        """
+        due = [name for name, n in self._written.items() if n >= max(1, min_points) and name in self._shards]
+        return [name for name in due if self._optimize(name)]
+
+    def _optimize(self, name: str) -> bool:
+        shard = self._shard(name)
+        self._written[name] = 0
+        with self._engine(name, "optimize"):
+            return bool(shard.optimize())
 
     def close(self) -> None:
         for tenant in list(self._shards):
@@ -313,6 +327,7 @@ class EdgeStore:
             with self._engine(tenant, "upsert"):
                 shard.update(qe.UpdateOperation.upsert_points(batch))
             self._payloads.invalidate(tenant, ids)
+            self._written[tenant] = self._written.get(tenant, 0) + len(batch)
 
     def set_payload(self, tenant: str, product_id: str, payload: dict[str, Any]) -> None:
         shard = self._shard(tenant)
@@ -355,6 +370,7 @@ class EdgeStore:
     def drop(self, tenant: str) -> None:
         path = self.path(tenant)
         self._release(tenant)
+        self._written.pop(tenant, None)
         self._payloads.invalidate(tenant)
         if path.is_dir():
             shutil.rmtree(path)

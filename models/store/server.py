@@ -171,6 +171,10 @@ class QdrantServerStore:
     def flush(self) -> None:
         """Nothing to do: the server acknowledges writes once they are in its WAL (``wait=True``)."""
 
+    def optimize_pending(self, min_points: int) -> list[str]:
+        """Nothing to do: the server's optimizers index new segments in its own threads."""
+        return []
+
     def close(self) -> None:
         self.client.close()
         self._dims.clear()
