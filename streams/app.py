@@ -85,6 +85,7 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
         # a search result or search log is 4-10 KB: with the 16 KB default every second or third reply
         # waited for a produce round trip inside the search agent's loop.
         producer_max_batch_size=_PRODUCER_BATCH_BYTES,
+        producer_linger=kafka.producer_linger_ms / 1000,
         web_enabled=True,
         web_bind=worker.web_host,
         web_host=worker.web_host,

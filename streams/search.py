@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+import mode
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from models.searcher import Searcher, error_result
@@ -31,9 +33,16 @@ log = logging.getLogger(__name__)
 CONFIDENT_DENSE = 0.5
 _BATCH_MAX = 32
 _BATCH_WITHIN_S = 0.002
+#: Replies are 4-10 KB; as the worker's producer (streams.app), well below a broker's 1 MB batch limit.
+_REPLY_BATCH_BYTES = 256 * 1024
 
 #: Takes each answer of a batch as soon as it is ready: (index in the batch, result).
 Deliver = Callable[[int, SearchResult], Awaitable[None]]
+
+
+def _log_failed_reply(delivery: asyncio.Future[Any]) -> None:
+    if not delivery.cancelled() and delivery.exception() is not None:
+        log.warning("a search reply was not delivered: %s", delivery.exception())
 
 
 def request_error_code(err: DecodeError) -> str:
@@ -114,6 +123,26 @@ class SearchStats:
             c["confident"] += 1
 
 
+class _ReplyProducer(mode.Service):
+    """The search agent's own producer: replies go out at once, while the worker's producer (Faust's)
+    lingers to pack changelog and event records into fewer requests (SHOPRANK_KAFKA_PRODUCER_LINGER_MS)."""
+
+    def __init__(self, bootstrap: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bootstrap = bootstrap
+        self.producer: AIOKafkaProducer | None = None
+
+    async def on_start(self) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=0, max_batch_size=_REPLY_BATCH_BYTES)
+        await producer.start()
+        self.producer = producer
+
+    async def on_stop(self) -> None:
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            await producer.stop()  # sends what is still buffered first
+
+
 class SearchPipeline:
     AGENT = "search"
 
@@ -135,6 +164,7 @@ class SearchPipeline:
         self._searcher: Searcher | None = None
         self._reply_topics: dict[str, Any] = {}
         self._gateway = _Coalescer(self.answer_many, _BATCH_MAX)
+        self._replies = app.add_dependency(_ReplyProducer(bootstrap))
         app.agent(self.topic, name=self.AGENT)(self._process)
 
     @property
@@ -289,5 +319,16 @@ class SearchPipeline:
         return topic
 
     async def _reply(self, topic_name: str, result: SearchResult) -> None:
-        await self._reply_channel(topic_name).send(key=result.request_id.encode(), value=encode(result))
+        key, value = result.request_id.encode(), encode(result)
+        producer = self._replies.producer
+        if producer is None:  # not started yet, or stopping: the worker's producer takes it
+            await self._reply_channel(topic_name).send(key=key, value=value)
+            return
+        try:
+            # Enqueued, not awaited to the broker's ack: the agent goes on with the next answer.
+            delivery = await producer.send(topic_name, value, key=key)
+        except KafkaError as exc:
+            log.warning("reply to %s for request %s not sent: %s", topic_name, result.request_id, exc)
+            return
+        delivery.add_done_callback(_log_failed_reply)
 

@@ -295,3 +295,40 @@ def test_bad_catalogue_records_are_dead_lettered(env: Env) -> None:
 
     reasons = [d.reason for d in asyncio.run(letters()) if d.agent == "catalogue-index"]
     assert reasons == ["invalid_json", "missing_field", "unknown_tenant", "invalid_value"]
+
+
+def test_search_replies_do_not_wait_for_the_workers_lingering_producer(
+        broker: EmbeddedBroker, model_dir: Path, tmp_path: Path) -> None:
+    """The worker's producer waits up to SHOPRANK_KAFKA_PRODUCER_LINGER_MS to fill a batch (good for
+    changelogs and events); replies have their own producer, so a long linger must not reach them."""
+    linger_ms = 1000
+    prefix = f"l{uuid.uuid4().hex[:8]}."
+    asyncio.run(ensure_topics(broker.bootstrap, prefix))
+    worker = WorkerProcess(
+        broker.bootstrap, topic_prefix=prefix, app_id="search-linger", tenants="demo", data_dir=tmp_path / "data",
+        log_path=tmp_path / "w.log",
+        extra_env={"SHOPRANK_MODELS_DIR": str(model_dir.parent), "SHOPRANK_MODELS_EMBEDDER": model_dir.name,
+                   "SHOPRANK_STORE_DIR": str(tmp_path / "index"),
+                   "SHOPRANK_KAFKA_PRODUCER_LINGER_MS": str(linger_ms)},
+    ).start()
+    try:
+        send_updates(broker, prefix, [product(*p) for p in PRODUCTS[:4]])
+        wait_stats(worker, embedded=4)
+
+        async def round_trips() -> list[float]:
+            async with SearchClient(broker.bootstrap, f"{prefix}shoprank.search-requests",
+                                    f"{prefix}shoprank.search-results") as client:
+                await client.search("demo", "warm up", timeout_s=30)
+                times = []
+                for query in ("running shoes", "hiking boots", "power drill", "trail", "drill"):
+                    started = time.perf_counter()
+                    result = await client.search("demo", query, timeout_s=30)
+                    times.append((time.perf_counter() - started) * 1000)
+                    assert result.error is None and result.items
+                return times
+
+        times = asyncio.run(round_trips())
+        # Through the lingering producer every reply would take at least linger_ms.
+        assert sorted(times)[len(times) // 2] < 0.6 * linger_ms, times
+    finally:
+        worker.stop()
