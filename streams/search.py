@@ -134,7 +134,12 @@ class _ReplyProducer(mode.Service):
 
     async def on_start(self) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=0, max_batch_size=_REPLY_BATCH_BYTES)
-        await producer.start()
+        try:
+            await producer.start()
+        except KafkaError as exc:  # replies still go out, through the worker's producer
+            log.warning("search replies go through the worker's producer: their own did not start (%s)", exc)
+            await producer.stop()
+            return
         self.producer = producer
 
     async def on_stop(self) -> None:
