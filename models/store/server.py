@@ -8,10 +8,11 @@ points that have terms: scores differ slightly on catalogues with text-less prod
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from qdrant_client import QdrantClient
@@ -77,6 +78,31 @@ def _sparse(vector: SparseVector) -> qm.SparseVector:
     return qm.SparseVector(indices=list(vector.indices), values=list(vector.values))
 
 
+class _Serialized:
+    """A qdrant-client in local mode with every call under one lock.
+
+    Local mode keeps points in numpy arrays that an upsert grows in place, and the worker calls the store
+    from several threads (searches, catalogue batches, a model swap's rebuild): a search that ran while
+    an upsert grew the arrays failed ("operands could not be broadcast together with shapes (301,)
+    (300,)", test_swap). A Qdrant server serves concurrent requests itself.
+    """
+
+    def __init__(self, client: QdrantClient) -> None:
+        self._client = client
+        self._lock = threading.RLock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return call
+
+
 class QdrantServerStore:
     """:class:`~models.store.base.VectorStore` on a Qdrant server (or qdrant-client local mode)."""
 
@@ -95,7 +121,7 @@ class QdrantServerStore:
     ) -> QdrantServerStore:
         """Connect to ``url`` (``":memory:"``: an in-process local-mode store) and check it answers."""
         if url == ":memory:":
-            return cls(QdrantClient(":memory:"), collection_prefix, quantization)
+            return cls(cast(QdrantClient, _Serialized(QdrantClient(":memory:"))), collection_prefix, quantization)
         client = QdrantClient(url=url, api_key=api_key, timeout=timeout)
         try:
             client.get_collections()
