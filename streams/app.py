@@ -15,7 +15,7 @@ from schemas.topics import TOPICS
 from streams import faust_compat, table_store
 from streams.batching import in_thread
 from streams.catalogue import CataloguePipeline
-from streams.kafka import create_missing, spec_topics
+from streams.kafka import PRODUCER_BATCH_BYTES, create_missing, spec_topics
 from streams.learning import LearningPipeline
 from streams.logloss import LogLossWatch
 from streams.pixel import PixelPipeline
@@ -32,8 +32,6 @@ __all__ = ["ShoprankApp", "create_app", "faust_topics"]
 
 log = logging.getLogger(__name__)
 
-#: Below the 1 MB a Kafka broker accepts in one record batch by default (message.max.bytes).
-_PRODUCER_BATCH_BYTES = 256 * 1024
 
 #: How often a worker checks that shoprank's topics exist (they vanish with a broker's lost log).
 _TOPIC_CHECK_S = 5.0
@@ -84,7 +82,7 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
         # aiokafka waits for a partition's full batch to be sent before it takes the next record, and
         # a search result or search log is 4-10 KB: with the 16 KB default every second or third reply
         # waited for a produce round trip inside the search agent's loop.
-        producer_max_batch_size=_PRODUCER_BATCH_BYTES,
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
         producer_linger=kafka.producer_linger_ms / 1000,
         web_enabled=True,
         web_bind=worker.web_host,

@@ -22,11 +22,15 @@ from streams import fetchwait
 fetchwait.install()
 
 __all__ = [
-    "broker_answers", "create_missing", "describe_topics", "end_offsets", "ensure_topics", "new_topic", "producer",
-    "read_topic", "spec_topics",
+    "PRODUCER_BATCH_BYTES", "broker_answers", "create_missing", "describe_topics", "end_offsets", "ensure_topics",
+    "new_topic", "producer", "read_topic", "spec_topics",
 ]
 
 log = logging.getLogger(__name__)
+
+#: The worker's producers' batch size: below the 1 MB a Kafka broker accepts in one record batch by default
+#: (message.max.bytes), and room for many 4-10 KB search replies and logs.
+PRODUCER_BATCH_BYTES = 256 * 1024
 
 
 async def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:

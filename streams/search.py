@@ -21,7 +21,7 @@ from schemas.topics import TOPICS
 from streams import metrics
 from streams.batching import in_thread
 from streams.deadletters import DeadLetterSink, salvage
-from streams.kafka import create_missing, new_topic
+from streams.kafka import PRODUCER_BATCH_BYTES, create_missing, new_topic
 from streams.settings import Settings
 
 __all__ = ["SearchPipeline", "request_error_code"]
@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 CONFIDENT_DENSE = 0.5
 _BATCH_MAX = 32
 _BATCH_WITHIN_S = 0.002
-#: Replies are 4-10 KB; as the worker's producer (streams.app), well below a broker's 1 MB batch limit.
-_REPLY_BATCH_BYTES = 256 * 1024
 
 #: Takes each answer of a batch as soon as it is ready: (index in the batch, result).
 Deliver = Callable[[int, SearchResult], Awaitable[None]]
@@ -133,7 +131,7 @@ class _ReplyProducer(mode.Service):
         self.producer: AIOKafkaProducer | None = None
 
     async def on_start(self) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=0, max_batch_size=_REPLY_BATCH_BYTES)
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=0, max_batch_size=PRODUCER_BATCH_BYTES)
         try:
             await producer.start()
         except KafkaError as exc:  # replies still go out, through the worker's producer
