@@ -679,8 +679,10 @@ def main() -> int:
         def load_note(res: LoadResult, floor_res: LoadResult, floor_what: str) -> str:
             drained = (f"; worker backlog drained {figures['drain_s']:.1f} s after the phase"
                        if res is kafka else "")
-            wait_ms = KafkaSettings().fetch_max_wait_ms  # what the worker reads from the same environment
-            return (f"{n} generated products indexed (edge store, base MiniLM fp32, worker fetch wait {wait_ms} ms); "
+            kafka_settings = KafkaSettings()  # what the worker reads from the same environment
+            waits = (f"search request fetch wait {kafka_settings.search_fetch_max_wait_ms} ms, "
+                     f"streams fetch wait {kafka_settings.fetch_max_wait_ms} ms")
+            return (f"{n} generated products indexed (edge store, base MiniLM fp32, {waits}); "
                     f"open loop {rps:g} rps x {secs:g} s, "
                     f"latency from scheduled send; {res.ok}/{res.scheduled} ok, achieved {res.achieved_rps:.1f} rps, "
                     f"errors {res.errors}, timeouts {res.timeouts} (>{args.timeout_s:g} s; percentiles over answered "

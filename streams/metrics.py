@@ -122,35 +122,40 @@ def observe_search(results: Iterable[SearchResult]) -> None:
 def install(shop: ShoprankApp) -> None:
     """Register the background sampler of lag, group status, index sizes and the embedder version."""
     app = shop.faust
-    group = app.conf.id  # Faust's consumer group id is the app id (with the topic prefix)
+    # Faust's consumer group id is the app id (with the topic prefix); search requests have their own.
+    groups = [app.conf.id, shop.search.requests.group]
     window = LagWindow()
 
     @app.timer(shop.settings.worker.metrics_interval_s, name="metrics-sampler")
     async def sample() -> None:
-        await _sample_lag(shop, window, group)
+        await _sample_lag(shop, window, groups)
         await _sample_store(shop)
 
 
-async def _sample_lag(shop: ShoprankApp, window: LagWindow, group: str) -> None:
+async def _sample_lag(shop: ShoprankApp, window: LagWindow, groups: list[str]) -> None:
     try:
         # A fresh connection each time: nothing is left open when the worker stops between samples.
-        async with LagProbe(shop.bootstrap, fallback_groups=[group]) as probe:
-            snaps = await probe.snapshot([group])
+        async with LagProbe(shop.bootstrap, fallback_groups=groups) as probe:
+            snaps = await probe.snapshot(groups)
     except Exception as exc:  # noqa: BLE001 - a sampler never takes the worker down
         SAMPLE_ERRORS.labels("lag").inc()
         log.warning("lag sample failed: %s", exc)
         return
-    try:
-        held = {(tp.topic, tp.partition) for tp in shop.faust.consumer.assignment()}
-    except Exception:  # noqa: BLE001 - consumer not started yet
-        held = set()
+    held: dict[str, set[tuple[str, int]]] = {group: set() for group in groups}
+    consumers = (shop.faust.consumer, shop.search.requests.consumer)
+    for group, consumer in zip(groups, consumers, strict=True):
+        try:
+            held[group] = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        except Exception:  # noqa: BLE001 - consumer not started yet
+            pass
     CONSUMER_LAG.clear()
     for snap in snaps:
         window.observe(snap)
         for p in snap.partitions:
-            if (p.topic, p.partition) in held:
+            if (p.topic, p.partition) in held.get(snap.group, ()):
                 CONSUMER_LAG.labels(snap.group, p.topic, str(p.partition)).set(p.lag)
-    GROUP_STATUS.labels(group).state(window.report(group).status)
+    for group in groups:
+        GROUP_STATUS.labels(group).state(window.report(group).status)
 
 
 async def _sample_store(shop: ShoprankApp) -> None:

@@ -5,22 +5,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 import mode
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
 
 from models.searcher import Searcher, error_result
 from schemas import DecodeError, SearchLog, SearchRequest, SearchResult, decode, encode
 from schemas.topics import TOPICS
 from streams import metrics
 from streams.batching import in_thread
-from streams.deadletters import DeadLetterSink, salvage
+from streams.deadletters import DeadLetterSink, RecordOrigin, record_origin, salvage
 from streams.kafka import PRODUCER_BATCH_BYTES, create_missing, new_topic
 from streams.settings import Settings
 
@@ -32,7 +33,13 @@ log = logging.getLogger(__name__)
 #: answer for query coverage; below it shoppers mostly see loosely related products.
 CONFIDENT_DENSE = 0.5
 _BATCH_MAX = 32
-_BATCH_WITHIN_S = 0.002
+#: A request that waited this long in the topic is not answered: its client gave up long ago (the
+#: SearchClient and the gateway wait seconds), and after a stop of the worker the backlog would
+#: otherwise delay every fresh request behind answers nobody reads.
+STALE_AFTER_S = 60.0
+#: How often the request consumer commits what it answered (and at every rebalance and stop).
+_COMMIT_EVERY_S = 1.0
+_RETRY_S = 1.0
 
 #: Takes each answer of a batch as soon as it is ready: (index in the batch, result).
 Deliver = Callable[[int, SearchResult], Awaitable[None]]
@@ -110,6 +117,8 @@ class SearchStats:
     answered: int = 0
     errors: int = 0
     dead_lettered: int = 0
+    #: Requests older than STALE_AFTER_S when read, not answered.
+    expired: int = 0
     #: Per tenant: answered searches, and those whose top result is a confident match (query coverage).
     coverage: dict[str, Counter[str]] = field(default_factory=dict)
 
@@ -146,6 +155,112 @@ class _ReplyProducer(mode.Service):
             await producer.stop()  # sends what is still buffered first
 
 
+class _Committed(ConsumerRebalanceListener):
+    """Commits the answered requests of partitions about to move to another worker."""
+
+    def __init__(self, requests: _RequestConsumer) -> None:
+        self.requests = requests
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.requests.commit(only=set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
+
+
+class _RequestConsumer(mode.Service):
+    """Reads search requests with its own consumer group (``<app id>-search``), not Faust's consumer.
+
+    Faust's consumer fetches every partition the worker holds (catalogue, pixel, searches, tables'
+    changelogs: dozens) in each request, and the embedded broker holds every fetch for its whole wait,
+    so a search request waited for that wait and for a fetch cycle that costs the worker's interpreter
+    far more than four partitions do. Here the search requests' four partitions are fetched alone, with
+    their own short wait (``SHOPRANK_KAFKA_SEARCH_FETCH_MAX_WAIT_MS``). Offsets are committed once the
+    answers are handed to the reply producer, every second and at each rebalance and stop: a worker that
+    dies answers at most the last second's requests again, which clients tell apart by request id.
+    """
+
+    def __init__(self, pipeline: SearchPipeline, settings: Settings, bootstrap: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pipeline = pipeline
+        self.bootstrap = bootstrap
+        self.topic = settings.topic("search-requests")
+        self.group = f"{settings.kafka.topic_prefix}{settings.worker.app_id}-search"
+        self.kafka = settings.kafka
+        self.consumer: AIOKafkaConsumer | None = None
+        self._answered: dict[TopicPartition, int] = {}  # next offset to commit, per partition
+        self._committed_at = 0.0
+
+    def partitions(self) -> set[TopicPartition]:
+        """The search request partitions this worker answers now (none before it joined its group)."""
+        consumer = self.consumer
+        return set(consumer.assignment()) if consumer is not None else set()
+
+    @property
+    def assigned(self) -> bool:
+        return bool(self.partitions())
+
+    @mode.Service.task
+    async def _run(self) -> None:
+        while not self.should_stop:
+            try:
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a broker hiccup must not end search over Kafka for good
+                log.exception("reading search requests from %s failed; retrying in %.0f s", self.topic, _RETRY_S)
+                await asyncio.sleep(_RETRY_S)
+
+    async def _consume(self) -> None:
+        kafka = self.kafka
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False,
+            auto_offset_reset="earliest", fetch_max_wait_ms=kafka.search_fetch_max_wait_ms,
+            max_poll_records=_BATCH_MAX,
+            rebalance_timeout_ms=int(kafka.rebalance_timeout_s * 1000),
+            session_timeout_ms=int(kafka.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(kafka.heartbeat_interval_s * 1000),
+        )
+        await consumer.start()
+        try:
+            consumer.subscribe([self.topic], listener=_Committed(self))
+            self.consumer = consumer
+            while not self.should_stop:
+                fetched = await consumer.getmany(timeout_ms=100, max_records=_BATCH_MAX)
+                records = [record for part in fetched.values() for record in part]
+                if records:
+                    await self.pipeline.handle(records)
+                    for tp, part in fetched.items():
+                        self._answered[tp] = part[-1].offset + 1
+                if time.monotonic() - self._committed_at >= _COMMIT_EVERY_S:
+                    await self.commit()
+        finally:
+            try:
+                await self.commit()
+            finally:
+                self.consumer = None
+                await consumer.stop()
+
+    async def commit(self, only: set[TopicPartition] | None = None) -> None:
+        """Commit the answered requests (of ``only`` those partitions); a failed commit is retried later."""
+        consumer = self.consumer
+        self._committed_at = time.monotonic()
+        if consumer is None:
+            return
+        todo = {tp: offset for tp, offset in self._answered.items() if only is None or tp in only}
+        if not todo:
+            return
+        try:
+            await consumer.commit(todo)
+        except (CommitFailedError, KafkaError) as exc:  # a rebalance under way: the next owner answers again
+            log.info("search request offsets not committed (%s); they are answered again after a move", exc)
+            if only is None:
+                return
+        for tp in todo:  # committed, or revoked: either way no longer this worker's to commit
+            if self._answered.get(tp) == todo[tp]:
+                del self._answered[tp]
+
+
 class SearchPipeline:
     AGENT = "search"
 
@@ -154,10 +269,6 @@ class SearchPipeline:
         self.bootstrap = bootstrap
         self.retention_ms = settings.kafka.retention_ms
         self.results_topic = settings.topic("search-results")
-        self.topic = app.topic(
-            settings.topic("search-requests"), key_type=bytes, value_type=bytes,
-            key_serializer="raw", value_serializer="raw",
-        )
         self.searches_log = app.topic(
             settings.topic("searches"), key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
         )
@@ -168,7 +279,7 @@ class SearchPipeline:
         self._reply_topics: dict[str, Any] = {}
         self._gateway = _Coalescer(self.answer_many, _BATCH_MAX)
         self._replies = app.add_dependency(_ReplyProducer(bootstrap))
-        app.agent(self.topic, name=self.AGENT)(self._process)
+        self.requests = app.add_dependency(_RequestConsumer(self, settings, bootstrap))
 
     @property
     def searcher(self) -> Searcher:
@@ -248,26 +359,31 @@ class SearchPipeline:
             key = f"{search_log.tenant}:{search_log.session_id}".encode()
             await self.searches_log.send(key=key, value=encode(search_log))
 
-    async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
-        async for batch in stream.take_events(_BATCH_MAX, within=_BATCH_WITHIN_S):
-            metrics.EVENTS.labels(self.AGENT).inc(len(batch))
-            valid: list[tuple[SearchRequest, str]] = []
-            for event in batch:
-                admitted = await self._admit(event.message)
-                if admitted is not None:
-                    valid.append(admitted)
-            if valid:
-                async def deliver(i: int, result: SearchResult, valid: list[tuple[SearchRequest, str]] = valid) -> None:
-                    if result.error:
-                        self.stats.errors += 1
-                    else:
-                        self.stats.answered += 1
-                    await self._reply(valid[i][1], result)
+    async def handle(self, records: list[Any]) -> None:
+        """Answer a batch of search request records (aiokafka ``ConsumerRecord``) on their reply topics."""
+        metrics.EVENTS.labels(self.AGENT).inc(len(records))
+        valid: list[tuple[SearchRequest, str]] = []
+        now_ms = time.time() * 1000
+        for record in records:
+            if record.timestamp is not None and now_ms - record.timestamp > STALE_AFTER_S * 1000:
+                self.stats.expired += 1
+                continue
+            admitted = await self._admit(record_origin(record))
+            if admitted is not None:
+                valid.append(admitted)
+        if not valid:
+            return
 
-                await self.answer_many([r for r, _ in valid], deliver)
-            yield None
+        async def deliver(i: int, result: SearchResult) -> None:
+            if result.error:
+                self.stats.errors += 1
+            else:
+                self.stats.answered += 1
+            await self._reply(valid[i][1], result)
 
-    async def _admit(self, message: Any) -> tuple[SearchRequest, str] | None:
+        await self.answer_many([r for r, _ in valid], deliver)
+
+    async def _admit(self, message: RecordOrigin) -> tuple[SearchRequest, str] | None:
         """The request and its reply topic, or None once a bad request has been answered or dead-lettered."""
         raw = message.value or b""
         try:

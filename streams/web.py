@@ -143,6 +143,17 @@ def register_views(shop: ShoprankApp) -> None:
         out["dead_letters"] = dict(shop.catalogue.dead.counts)
         return view.json(out)
 
+    @app.page("/v1/stats/search")
+    async def search_stats(view: web.View, request: web.Request) -> web.Response:
+        """Searches answered, error answers, dead letters and stale requests skipped, by this worker."""
+        s = shop.search.stats
+        return view.json({
+            "answered": s.answered, "errors": s.errors, "dead_lettered": s.dead_lettered, "expired": s.expired,
+            "dead_letters": dict(shop.search.dead.counts),
+            "requests_group": shop.search.requests.group,
+            "requests_assigned": sorted(f"{tp.topic}[{tp.partition}]" for tp in shop.search.requests.partitions()),
+        })
+
     @app.page("/v1/analytics/{tenant}")
     async def tenant_analytics(view: web.View, request: web.Request, tenant: str) -> web.Response:
         """Conversion against the control bucket, revenue per search, new products, query coverage."""
@@ -205,6 +216,7 @@ def _readiness(shop: ShoprankApp) -> dict[str, Any]:
     recovered = app.tables.recovery.completed.is_set()
     return {
         "partitions_assigned": assigned,
+        "search_requests_assigned": shop.search.requests.assigned,
         "tables_recovered": recovered,
         "not_rebalancing": not app.rebalancing,
         "rules_loaded": shop.rules.loaded,

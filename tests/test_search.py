@@ -18,6 +18,8 @@ from schemas import CatalogueUpdate, DeadLetter, SearchResult, decode, encode
 from streams.broker import EmbeddedBroker
 from schemas.topics import TOPICS
 from streams.kafka import describe_topics, ensure_topics, producer, read_topic
+from streams.lag import LagProbe
+from streams.search import STALE_AFTER_S
 from streams.search_client import SearchClient
 from streams.settings import Settings
 from streams.supervise import WorkerProcess
@@ -168,6 +170,46 @@ def test_bad_requests_get_defined_error_replies(env: Env) -> None:
     # Nobody to answer: kept in dead letters, and the agent keeps serving.
     send(env.broker, f"{env.prefix}shoprank.search-requests", [(None, b"\xff\xfe garbage")])
     assert env.search("skillet").items[0].product_id == "p8"
+
+
+def test_stale_requests_are_skipped_and_answered_ones_are_committed(env: Env) -> None:
+    """Search requests have their own consumer group: a request older than STALE_AFTER_S is not answered
+    (its client gave up) but counted; what was answered is committed, so lag shows it done."""
+    topic = f"{env.prefix}shoprank.search-requests"
+    before = env.worker.get("/v1/stats/search")
+    stale_at = int(time.time() * 1000) - int(2 * STALE_AFTER_S * 1000)
+
+    async def send_stale() -> None:
+        async with producer(env.broker.bootstrap) as prod:
+            await prod.send_and_wait(topic, orjson.dumps({"request_id": "r-stale", "tenant": "demo", "query": "skillet"}),
+                                     key=b"demo:r-stale", timestamp_ms=stale_at)
+
+    asyncio.run(send_stale())
+    assert env.search("skillet").items[0].product_id == "p8"
+    deadline = time.monotonic() + 30
+    while (after := env.worker.get("/v1/stats/search"))["expired"] == before["expired"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert after["expired"] == before["expired"] + 1 and after["answered"] > before["answered"]
+
+    async def replied_ids() -> set[str]:
+        return {k.decode() async for _, _, k, _, _ in read_topic(
+            env.broker.bootstrap, f"{env.prefix}shoprank.search-results", idle_timeout_s=3) if k is not None}
+
+    assert "r-stale" not in asyncio.run(replied_ids())
+
+    group = after["requests_group"]
+    assert group.startswith(env.prefix) and group.endswith("-search")  # <prefix><app id>-search
+    assert after["requests_assigned"] == [f"{topic}[{p}]" for p in range(TOPICS["search-requests"].partitions)]
+
+    async def lag() -> tuple[int, int]:
+        async with LagProbe(env.broker.bootstrap, [group]) as probe:
+            (snap,) = await probe.snapshot([group])
+        return sum(p.lag for p in snap.partitions), sum(p.committed for p in snap.partitions if p.committed > 0)
+
+    deadline = time.monotonic() + 30
+    while (seen := asyncio.run(lag()))[0] > 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert seen[0] == 0 and seen[1] > 0, seen
 
 
 def test_a_reply_topic_that_does_not_exist_yet_is_created_like_the_results_topic(env: Env) -> None:
