@@ -14,7 +14,7 @@ from typing import Any
 import faust
 import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import KafkaError
 
 from models.searcher import Searcher, error_result
 from schemas import DecodeError, SearchLog, SearchRequest, SearchResult, decode, encode
@@ -252,7 +252,7 @@ class _RequestConsumer(mode.Service):
             return
         try:
             await consumer.commit(todo)
-        except (CommitFailedError, KafkaError) as exc:  # a rebalance under way: the next owner answers again
+        except KafkaError as exc:  # CommitFailedError included: a rebalance under way, the next owner answers again
             log.info("search request offsets not committed (%s); they are answered again after a move", exc)
             if only is None:
                 return
