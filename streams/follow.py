@@ -18,7 +18,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.kafka import end_offsets
+from streams.kafka import end_offsets, reconnecting
 
 __all__ = ["TopicFollower", "caught_up", "partitions_of"]
 
@@ -60,14 +60,7 @@ class TopicFollower:
 
     async def run(self) -> None:
         """Follow the topic, reconnecting where it left off after any failure."""
-        while True:
-            try:
-                await self._consume()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a broker hiccup must not end the updates for good
-                log.exception("reading %s failed; retrying in %.0f s", self.topic, _RETRY_S)
-                await asyncio.sleep(_RETRY_S)
+        await reconnecting(self._consume, self.topic, _RETRY_S)
 
     async def _consume(self) -> None:
         consumer = AIOKafkaConsumer(

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_fixed
 
 from schemas.topics import TOPICS, TopicSpec
 from streams import fetchwait
@@ -23,7 +24,7 @@ fetchwait.install()
 
 __all__ = [
     "PRODUCER_BATCH_BYTES", "broker_answers", "create_missing", "describe_topics", "end_offsets", "ensure_topics",
-    "new_topic", "producer", "read_topic", "spec_topics",
+    "new_topic", "producer", "read_topic", "reconnecting", "spec_topics",
 ]
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,25 @@ log = logging.getLogger(__name__)
 #: The worker's producers' batch size: below the 1 MB a Kafka broker accepts in one record batch by default
 #: (message.max.bytes), and room for many 4-10 KB search replies and logs.
 PRODUCER_BATCH_BYTES = 256 * 1024
+
+
+async def reconnecting(consume: Callable[[], Awaitable[None]], what: str, retry_s: float = 1.0) -> None:
+    """Run ``consume`` until it returns, starting it again ``retry_s`` after each failure.
+
+    For the worker's own long-running consumers (search requests, followed topics): a broker hiccup
+    must not end them for good, and each start reconnects from where the consumer left off. Cancelling
+    the task ends it (``CancelledError`` is not retried).
+    """
+
+    def log_failure(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.error("reading %s failed (attempt %d); retrying in %g s", what, state.attempt_number, retry_s,
+                  exc_info=exc)
+
+    async for attempt in AsyncRetrying(retry=retry_if_exception_type(Exception), wait=wait_fixed(retry_s),
+                                       before_sleep=log_failure):
+        with attempt:
+            await consume()
 
 
 async def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:

@@ -22,7 +22,7 @@ from schemas.topics import TOPICS
 from streams import metrics
 from streams.batching import in_thread
 from streams.deadletters import DeadLetterSink, RecordOrigin, record_origin, salvage
-from streams.kafka import PRODUCER_BATCH_BYTES, create_missing, new_topic
+from streams.kafka import PRODUCER_BATCH_BYTES, create_missing, new_topic, reconnecting
 from streams.settings import Settings
 
 __all__ = ["SearchPipeline", "request_error_code"]
@@ -33,9 +33,9 @@ log = logging.getLogger(__name__)
 #: answer for query coverage; below it shoppers mostly see loosely related products.
 CONFIDENT_DENSE = 0.5
 _BATCH_MAX = 32
-#: A request that waited this long in the topic is not answered: its client gave up long ago (the
-#: SearchClient and the gateway wait seconds), and after a stop of the worker the backlog would
-#: otherwise delay every fresh request behind answers nobody reads.
+#: A request that waited this long in the topic is not searched but answered ``request_expired``: its
+#: client gave up long ago (the SearchClient and the gateway wait seconds), and after a stop of the
+#: worker the backlog would otherwise delay every fresh request behind searches nobody reads.
 STALE_AFTER_S = 60.0
 #: How often the request consumer commits what it answered (and at every rebalance and stop).
 _COMMIT_EVERY_S = 1.0
@@ -117,7 +117,7 @@ class SearchStats:
     answered: int = 0
     errors: int = 0
     dead_lettered: int = 0
-    #: Requests older than STALE_AFTER_S when read, not answered.
+    #: Requests older than STALE_AFTER_S when read: answered ``request_expired``, not searched.
     expired: int = 0
     #: Per tenant: answered searches, and those whose top result is a confident match (query coverage).
     coverage: dict[str, Counter[str]] = field(default_factory=dict)
@@ -202,14 +202,7 @@ class _RequestConsumer(mode.Service):
 
     @mode.Service.task
     async def _run(self) -> None:
-        while not self.should_stop:
-            try:
-                await self._consume()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a broker hiccup must not end search over Kafka for good
-                log.exception("reading search requests from %s failed; retrying in %.0f s", self.topic, _RETRY_S)
-                await asyncio.sleep(_RETRY_S)
+        await reconnecting(self._consume, f"search requests from {self.topic}", _RETRY_S)
 
     async def _consume(self) -> None:
         kafka = self.kafka
@@ -364,13 +357,25 @@ class SearchPipeline:
         metrics.EVENTS.labels(self.AGENT).inc(len(records))
         valid: list[tuple[SearchRequest, str]] = []
         now_ms = time.time() * 1000
+        expired = 0
         for record in records:
-            if record.timestamp is not None and now_ms - record.timestamp > STALE_AFTER_S * 1000:
-                self.stats.expired += 1
-                continue
             admitted = await self._admit(record_origin(record))
-            if admitted is not None:
-                valid.append(admitted)
+            if admitted is None:
+                continue
+            if record.timestamp is not None and now_ms - record.timestamp > STALE_AFTER_S * 1000:
+                # Not searched, but answered: a client still listening learns why, and nothing vanishes.
+                request, reply_to = admitted
+                expired += 1
+                await self._reply(reply_to, error_result(
+                    request.request_id, request.tenant, "request_expired",
+                    f"waited {(now_ms - record.timestamp) / 1000:.0f} s in the topic (over {STALE_AFTER_S:.0f} s); "
+                    "send it again"))
+                continue
+            valid.append(admitted)
+        if expired:
+            self.stats.expired += expired
+            log.warning("%d search requests waited over %.0f s in %s: answered request_expired, not searched",
+                        expired, STALE_AFTER_S, records[0].topic)
         if not valid:
             return
 

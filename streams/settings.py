@@ -236,11 +236,13 @@ class ModelSettings(_Section):
     )
     threads: int = Field(
         default=0, ge=0,
-        description="SHOPRANK_MODELS_THREADS: ONNX Runtime threads per model; 0 = one per core.",
+        description="SHOPRANK_MODELS_THREADS: catalogue embedding runs side by side, one ONNX Runtime thread "
+                    "each; 0 = one per core.",
     )
     query_threads: int = Field(
         default=1, ge=0,
-        description="SHOPRANK_MODELS_QUERY_THREADS: ONNX Runtime threads for search queries; 0 = one per core.",
+        description="SHOPRANK_MODELS_QUERY_THREADS: ONNX Runtime threads for search queries (other than 1: a "
+                    "session of their own); 0 = one per core.",
     )
     swap_check_s: float = Field(
         default=5.0, gt=0,

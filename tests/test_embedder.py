@@ -35,6 +35,10 @@ def test_batching_and_order_do_not_change_vectors(model_dir: Path) -> None:
     one_by_one = np.vstack([OnnxEmbedder(model_dir).embed([t]) for t in TEXTS])
     batched = OnnxEmbedder(model_dir, batch_size=3).embed(TEXTS)
     assert np.abs(one_by_one - batched).max() < 1e-5
+    # Several batches run at once on the shared session: each vector still lands in its text's row.
+    at_once = OnnxEmbedder(model_dir, batch_size=2, threads=3)
+    for _ in range(3):
+        assert np.abs(one_by_one - at_once.embed(TEXTS)).max() < 1e-5
 
 
 def test_similar_texts_are_closer_than_unrelated_ones(model_dir: Path) -> None:
@@ -59,13 +63,13 @@ def test_missing_model_says_how_to_make_one(tmp_path: Path) -> None:
 
 def test_queries_on_their_own_session_embed_like_documents(model_dir: Path) -> None:
     texts = ["red running shoes", "a very long query about a stainless steel kitchen knife with a handle", "tv"]
-    emb = OnnxEmbedder(model_dir, query_threads=1)
+    emb = OnnxEmbedder(model_dir, query_threads=2)
     assert emb._query_session is None  # noqa: SLF001 - built at the first query, not before
     queries = embed_queries(emb, texts)
     assert emb._query_session is not None and emb._query_session is not emb.session  # noqa: SLF001
     np.testing.assert_allclose(queries, emb.embed(texts), atol=1e-5)
-    same = OnnxEmbedder(model_dir, threads=1, query_threads=1)
-    assert same._query_session is same.session  # noqa: SLF001 - equal settings share one session
+    same = OnnxEmbedder(model_dir, threads=2, query_threads=1)
+    assert same._query_session is same.session  # noqa: SLF001 - one thread per run, like documents: one session
     truncated = TruncatedEmbedder(emb, 64)
     np.testing.assert_allclose(embed_queries(truncated, texts), truncated.embed(texts), atol=1e-5)
     assert np.allclose(np.linalg.norm(embed_queries(truncated, texts), axis=1), 1.0)

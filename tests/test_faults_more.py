@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from schemas import encode
+from schemas import SearchResult, encode
 from schemas.deadletter import MAX_KEPT_BYTES
 from streams.broker import EmbeddedBroker
 from streams.cli_lag import _one_shot
@@ -21,6 +21,7 @@ from streams.kafka import producer
 from streams.lag import GroupReport, LagProbe, LagWindow
 from streams.sample_events import BAD_INPUTS, SampleMessage, valid_events
 from streams.samples.generator import generate_catalogue
+from streams.search_client import SearchClient
 from streams.supervise import WorkerProcess
 from tests.test_broker import topic_configs
 from tests.test_worker import dead_letters, expected_counts, publish
@@ -378,6 +379,11 @@ class _Restartable:
             self.broker.stop()
 
 
+async def _search_over_kafka(bootstrap: str, prefix: str, query: str) -> SearchResult:
+    async with SearchClient(bootstrap, f"{prefix}shoprank.search-requests", f"{prefix}shoprank.search-results") as client:
+        return await client.search("demo", query, timeout_s=30)
+
+
 def test_broker_restart_worker_reconnects_keeps_disk_state_and_counts_new_events(
         tmp_path, model_dir) -> None:  # type: ignore[no-untyped-def]
     from models.store.edge import EdgeStore
@@ -415,6 +421,9 @@ def test_broker_restart_worker_reconnects_keeps_disk_state_and_counts_new_events
             s := worker.get("/v1/stats/catalogue"))["embedded"] == len(shop) + len(more) and s, 60)
         status, result = http_post_json(worker.url + "/v1/search", {"tenant": "demo", "query": "trail running shoes"})
         assert status == 200 and "p1" in [i["product_id"] for i in result["items"]], result
+        # Search over Kafka too: the search request consumer (its own group) reconnected and joined again.
+        over_kafka = asyncio.run(_search_over_kafka(env.bootstrap, env.prefix, "trail running shoes"))
+        assert over_kafka.error is None and "p1" in [i.product_id for i in over_kafka.items], over_kafka
     finally:
         env.stop()
 

@@ -172,9 +172,10 @@ def test_bad_requests_get_defined_error_replies(env: Env) -> None:
     assert env.search("skillet").items[0].product_id == "p8"
 
 
-def test_stale_requests_are_skipped_and_answered_ones_are_committed(env: Env) -> None:
-    """Search requests have their own consumer group: a request older than STALE_AFTER_S is not answered
-    (its client gave up) but counted; what was answered is committed, so lag shows it done."""
+def test_stale_requests_are_answered_expired_and_answered_ones_are_committed(env: Env) -> None:
+    """Search requests have their own consumer group: a request older than STALE_AFTER_S is not searched
+    (its client gave up) but answered request_expired and counted; what was answered is committed, so
+    lag shows it done."""
     topic = f"{env.prefix}shoprank.search-requests"
     before = env.worker.get("/v1/stats/search")
     stale_at = int(time.time() * 1000) - int(2 * STALE_AFTER_S * 1000)
@@ -191,11 +192,13 @@ def test_stale_requests_are_skipped_and_answered_ones_are_committed(env: Env) ->
         time.sleep(0.2)
     assert after["expired"] == before["expired"] + 1 and after["answered"] > before["answered"]
 
-    async def replied_ids() -> set[str]:
-        return {k.decode() async for _, _, k, _, _ in read_topic(
+    async def replies() -> dict[str, SearchResult]:
+        return {k.decode(): decode(SearchResult, v) async for _, _, k, v, _ in read_topic(
             env.broker.bootstrap, f"{env.prefix}shoprank.search-results", idle_timeout_s=3) if k is not None}
 
-    assert "r-stale" not in asyncio.run(replied_ids())
+    stale = asyncio.run(replies())["r-stale"]
+    assert stale.error is not None and stale.error.code == "request_expired" and stale.items == []
+    assert stale.search_id is None  # not searched: nothing to attribute later events to
 
     group = after["requests_group"]
     assert group.startswith(env.prefix) and group.endswith("-search")  # <prefix><app id>-search
