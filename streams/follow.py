@@ -11,7 +11,6 @@ Faust's global tables are untested on the embedded Tansu broker.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,8 +20,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streams.kafka import end_offsets, reconnecting
 
 __all__ = ["TopicFollower", "caught_up", "partitions_of"]
-
-log = logging.getLogger(__name__)
 
 _RETRY_S = 1.0
 _POLL_MS = 500
