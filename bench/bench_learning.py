@@ -8,7 +8,11 @@ In one run, on one embedded (Tansu) broker, with the same seeded session traffic
 - one shoprank worker: validation, dedupe, per-search attribution, interactions topic, the learning
   agent (dedupe, analytics totals, ranker update when a ranker is configured), timed from the first
   message produced to the moment every tenant's totals equal the generator's ground truth;
-- two shoprank workers in one consumer group, same traffic on fresh topics (scaling ratio).
+- two shoprank workers in one consumer group, same traffic on fresh topics (scaling ratio);
+- a ceiling: a bare Faust relay (``bare_faust.py relay``) that publishes each pixel message again and
+  reads it back in the same app, as the worker publishes each attributed interaction to the
+  interactions topic (re-keyed by tenant, so that one tenant's ranker learns in one place) and reads it
+  back in the learning agent. No pipeline with that second hop does better on the same broker.
 
 Totals are checked exactly; a run whose totals do not match says so in the notes.
 
@@ -56,16 +60,19 @@ async def _produce(bootstrap: str, prefix: str, traffic: SessionTraffic) -> None
         await asyncio.gather(*futures)
 
 
-def _bare_faust(bootstrap: str, prefix: str, n: int) -> float:
+def _bare_faust(bootstrap: str, prefix: str, n: int, mode: str = "count", relayed: int = 0) -> float:
+    """Messages/s of the bare Faust baseline (``count``: all ``n`` read; ``relay``: ``relayed`` pixel
+    messages read back after a second hop; the rate is of the ``n`` input messages either way)."""
     topics = f"{prefix}shoprank.pixel,{prefix}shoprank.searches"
-    out = subprocess.run([sys.executable, str(REPO / "bench" / "bare_faust.py"), bootstrap, topics, str(n)],
+    target = n if mode == "count" else relayed
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "bare_faust.py"), bootstrap, topics, str(target), mode],
                          capture_output=True, text=True, timeout=900, cwd=REPO)
     # Faust routes a worker's stdout through its logger, so the figure may come back on either stream.
     found = re.search(r'\{"n":\s*\d+,\s*"seconds":\s*[0-9.eE+-]+\}', out.stdout + out.stderr)
     if found is None:
         raise RuntimeError(f"bare Faust baseline printed no figure:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
     figure = orjson.loads(found.group(0))
-    return n / figure["seconds"]
+    return n / figure["seconds"]  # the same input messages as the shoprank runs
 
 
 def _totals(workers: list[WorkerProcess], tenants: list[str]) -> dict[str, dict[str, float]]:
@@ -143,6 +150,8 @@ def main() -> int:
             asyncio.run(_produce(broker.bootstrap, prefix, traffic))
             bare = _bare_faust(broker.bootstrap, prefix, n)
             console.print(f"  bare Faust agent: {fmt(bare)} messages/s")
+            relay = _bare_faust(broker.bootstrap, prefix, n, "relay", relayed=traffic.pixel_events)
+            console.print(f"  bare Faust relay (two hops, no work): {fmt(relay)} messages/s")
             one, one_s, one_ok = _shoprank(broker, traffic, tenants, 1, workdir, args.timeout)
             console.print(f"  one worker: {fmt(one)} messages/s over {one_s:.1f} s, totals {'exact' if one_ok else 'WRONG'}")
             two, two_s, two_ok = _shoprank(broker, traffic, tenants, 2, workdir, args.timeout)
@@ -153,6 +162,7 @@ def main() -> int:
     for col in ("run", "messages/s", "vs bare Faust", "totals"):
         table.add_column(col)
     table.add_row("bare Faust agent", fmt(bare), "1", "-")
+    table.add_row("bare Faust relay (two hops, no work)", fmt(relay), f"{relay / bare:.2f}", "-")
     table.add_row("1 worker", fmt(one), f"{one / bare:.2f}", "exact" if one_ok else "WRONG")
     table.add_row("2 workers", fmt(two), f"{two / bare:.2f} ({two / one:.2f}× one)", "exact" if two_ok else "WRONG")
     console.print(table)
@@ -160,6 +170,9 @@ def main() -> int:
         note = (f"{args.sessions} sessions, {n} messages ({traffic.pixel_events} pixel events + search logs), "
                 f"{len(tenants)} tenants; load {load:.2f} before run; totals polled every {POLL_S:g} s; code {rev}")
         append_rows(BENCHMARK, [
+            Row("messages/s through a bare Faust relay, two hops and no work (vs bare Faust agent)", relay, bare,
+                f"{note}; each pixel message published again and read back in the same app, as the learning "
+                "loop's interactions are: the most any pipeline with that second hop reaches here"),
             Row("messages/s through attribution + learning, 1 worker (vs bare Faust agent)", one, bare,
                 f"{note}; totals {'exact' if one_ok else 'WRONG'}"),
             Row("messages/s through attribution + learning, 2 workers (vs 1 worker)", two, one,

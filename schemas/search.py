@@ -49,7 +49,7 @@ class RankedItem(Record):
 
 
 class SearchError(Record):
-    code: str = Field(description="Stable code, e.g. empty_query, unknown_tenant, query_too_long, request_expired.")
+    code: str = Field(description="Stable code, e.g. empty_query, unknown_tenant, query_too_long, request_expired, internal_error.")
     message: str
 
 

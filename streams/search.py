@@ -222,7 +222,7 @@ class _RequestConsumer(mode.Service):
                 fetched = await consumer.getmany(timeout_ms=100, max_records=_BATCH_MAX)
                 records = [record for part in fetched.values() for record in part]
                 if records:
-                    await self.pipeline.handle(records)
+                    await self.pipeline.handle_isolating(records)
                     for tp, part in fetched.items():
                         self._answered[tp] = part[-1].offset + 1
                 if time.monotonic() - self._committed_at >= _COMMIT_EVERY_S:
@@ -351,6 +351,45 @@ class SearchPipeline:
             # Keyed like pixel events, so attribution meets the log and the session's events on one partition.
             key = f"{search_log.tenant}:{search_log.session_id}".encode()
             await self.searches_log.send(key=key, value=encode(search_log))
+
+    async def handle_isolating(self, records: list[Any]) -> None:
+        """:meth:`handle`, with a record it fails on set aside, so that it cannot stop the consumer.
+
+        Were the exception to reach the consumer, it would start again from its last commit and meet the
+        same record again, for ever. After a failed batch, its records are handled one at a time, and
+        one that fails alone is answered ``internal_error`` where it can be and dead-lettered (reason,
+        original bytes, topic, partition and offset). The others may be answered twice: clients match
+        replies by request id. Only a failing dead-letter send (the broker away) reaches the consumer,
+        which then reconnects and reads the batch again.
+        """
+        try:
+            await self.handle(records)
+            return
+        except Exception:  # noqa: BLE001 - which record it was is found below
+            log.exception("a batch of %d search requests failed; handling them one at a time", len(records))
+        for record in records:
+            try:
+                await self.handle([record])
+            except Exception as exc:  # noqa: BLE001 - this record alone fails: set it aside
+                log.exception("search request %s[%d]@%d failed; dead-lettered", record.topic, record.partition,
+                              record.offset)
+                await self._set_aside(record, f"{type(exc).__name__}: {exc}")
+
+    async def _set_aside(self, record: Any, detail: str) -> None:
+        ident = salvage(record.value, "request_id", "tenant", "reply_topic")
+        tenant = ident.get("tenant") if len(ident.get("tenant", "")) <= 64 else None
+        reply_to = ident.get("reply_topic", self.results_topic)
+        if reply_to != self.results_topic and reply_to not in self._reply_topics:  # not known to exist
+            reply_to = self.results_topic
+        if "request_id" in ident and tenant is not None:
+            try:
+                await self._reply(reply_to, error_result(ident["request_id"], tenant, "internal_error",
+                                                         "this request could not be handled; it was kept"))
+            except Exception:  # noqa: BLE001 - the dead letter below still keeps it
+                log.exception("no internal_error reply for request %s", ident["request_id"])
+        self.stats.errors += 1
+        self.stats.dead_lettered += 1
+        await self.dead.send(record_origin(record), "internal_error", detail, tenant=tenant)
 
     async def handle(self, records: list[Any]) -> None:
         """Answer a batch of search request records (aiokafka ``ConsumerRecord``) on their reply topics."""

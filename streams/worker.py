@@ -15,6 +15,7 @@ from streams.app import create_app
 from streams.broker import resolve_bootstrap
 from streams.exceptions import UserInputError
 from streams.kafka import ensure_topics
+from streams.malloc_arenas import limit_malloc_arenas
 from streams.settings import Settings
 
 __all__ = ["run_worker"]
@@ -44,6 +45,7 @@ def run_worker(settings: Settings) -> int:
             "(or set SHOPRANK_MODELS_DIR)"
         )
     lock = _hold_data_dir(settings.faust_dir)  # noqa: F841 - held (by the open file) until the process ends
+    limit_malloc_arenas(settings.worker.malloc_arenas)  # before any thread of ours allocates
     bootstrap, broker = resolve_bootstrap(settings.kafka, start_embedded=True)
     try:
         loop = asyncio.new_event_loop()

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import faust
 import pytest
 
-from schemas import SearchRequest, SearchResult
+from schemas import SearchRequest, SearchResult, encode
 from streams.search import SearchPipeline, _Coalescer
 from streams.settings import Settings
 
@@ -178,3 +179,65 @@ def test_answers_ready_together_reach_the_loop_in_one_wake_up_each_delivered_onc
     # 201 hand-overs (200 answers and the end of the batch; one wake-up each before); the loop is woken
     # far fewer times. The thread pool's own completion callback is one of the counted calls.
     assert wake_ups < 50, wake_ups
+
+
+def _record(offset: int, request: SearchRequest) -> Any:
+    from aiokafka.structs import ConsumerRecord
+
+    value = encode(request)
+    return ConsumerRecord(topic="shoprank.search-requests", partition=2, offset=offset, timestamp=int(time.time() * 1000),
+                          timestamp_type=0, key=None, value=value, checksum=None, serialized_key_size=0,
+                          serialized_value_size=len(value), headers=())
+
+
+class _PoisonedPipeline:
+    """A pipeline whose search-log step fails on one query, with the broker's side recorded instead of sent."""
+
+    def __init__(self, dead_letter_fails: bool = False) -> None:
+        app = faust.App("batching-test-poison", broker="kafka://127.0.0.1:1")
+        self.pipeline = SearchPipeline(app, Settings(tenants=("demo",)), lambda: _EagerSearcher(), "127.0.0.1:1")
+        self.replies: list[tuple[str, str, str | None]] = []
+        self.dead: list[tuple[int, str, str, bytes]] = []
+        real_log = self.pipeline._log
+
+        async def log_or_fail(result: SearchResult, search_log: Any) -> None:
+            if result.query == "poison":
+                raise ValueError("cannot log this search")
+            await real_log(result, search_log)
+
+        async def reply(topic: str, result: SearchResult) -> None:
+            self.replies.append((topic, result.request_id, result.error.code if result.error else None))
+
+        async def dead_letter(message: Any, reason: str, detail: str, tenant: str | None = None) -> None:
+            if dead_letter_fails:
+                raise ConnectionError("broker away")
+            self.dead.append((message.offset, reason, detail, message.value))
+
+        self.pipeline._log = log_or_fail  # type: ignore[method-assign]
+        self.pipeline._reply = reply  # type: ignore[method-assign]
+        self.pipeline.dead.send = dead_letter  # type: ignore[method-assign]
+
+
+def test_a_request_that_fails_its_batch_is_dead_lettered_and_the_others_are_answered() -> None:
+    poisoned = _PoisonedPipeline()
+    requests = [SearchRequest(request_id=f"r{i}", tenant="demo", query="poison" if i == 1 else f"q{i}") for i in range(3)]
+    records = [_record(10 + i, r) for i, r in enumerate(requests)]
+    # Without the guard the exception reaches the consumer, which would read the same batch again, for ever.
+    with pytest.raises(ValueError):
+        asyncio.run(poisoned.pipeline.handle(records))
+    poisoned.replies.clear()
+
+    asyncio.run(poisoned.pipeline.handle_isolating(records))
+    answered = {(rid, code) for _, rid, code in poisoned.replies}
+    assert ("r0", None) in answered and ("r2", None) in answered
+    assert ("r1", "internal_error") in answered  # its client learns it failed rather than waiting out a timeout
+    assert [(offset, reason) for offset, reason, _, _ in poisoned.dead] == [(11, "internal_error")]
+    assert "cannot log this search" in poisoned.dead[0][2] and poisoned.dead[0][3] == records[1].value
+    assert poisoned.pipeline.stats.dead_lettered == 1
+
+
+def test_a_request_that_cannot_be_dead_lettered_stops_the_batch_so_it_is_read_again() -> None:
+    poisoned = _PoisonedPipeline(dead_letter_fails=True)
+    records = [_record(5, SearchRequest(request_id="r0", tenant="demo", query="poison"))]
+    with pytest.raises(ConnectionError):  # the consumer reconnects and reads it again: nothing is lost
+        asyncio.run(poisoned.pipeline.handle_isolating(records))

@@ -138,13 +138,19 @@ def _predict_proba(scaler: preprocessing.StandardScaler, model: linear_model.Log
     return np.where(logit < -30, 0.0, np.where(logit > 30, 1.0, p))
 
 
+_NUMBERS = frozenset((float, int))
+_ZEROS = (0.0,) * len(FEATURES)
+
+
 def _clean(features: Mapping[str, float]) -> dict[str, float]:
     """Exactly the known features, finite (a logged vector from an older version may lack some)."""
-    out = {}
-    for name in FEATURES:
-        v = features.get(name, 0.0)
-        out[name] = float(v) if isinstance(v, (int, float)) and math.isfinite(v) else 0.0
-    return out
+    values = list(map(features.get, FEATURES, _ZEROS))
+    # The common case in one pass over C loops: every value a number and their sum finite (so each is).
+    # It was a fifth of a ranker update when each value was checked on its own.
+    if _NUMBERS.issuperset(map(type, values)) and math.isfinite(sum(values)):
+        return dict(zip(FEATURES, map(float, values)))
+    return {name: float(v) if isinstance(v, (int, float)) and math.isfinite(v) else 0.0
+            for name, v in zip(FEATURES, values)}
 
 
 class OnlineRanker:
