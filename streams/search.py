@@ -40,6 +40,8 @@ STALE_AFTER_S = 60.0
 #: How often the request consumer commits what it answered (and at every rebalance and stop).
 _COMMIT_EVERY_S = 1.0
 _RETRY_S = 1.0
+#: After this long without a search request, the request consumer fetches with its idle wait.
+IDLE_AFTER_S = 1.0
 
 #: Takes each answer of a batch as soon as it is ready: (index in the batch, result).
 Deliver = Callable[[int, SearchResult], Awaitable[None]]
@@ -168,6 +170,32 @@ class _Committed(ConsumerRebalanceListener):
         return None
 
 
+class IdleFetchWait:
+    """A consumer's fetch wait: short while requests come, longer once none has come for a while.
+
+    aiokafka reads its fetcher's wait each time it builds a fetch request, so a change takes effect with
+    the next fetch. A wait some other part has grown meanwhile (streams.fetchwait) is left alone.
+    """
+
+    def __init__(self, busy_ms: int, idle_ms: int, idle_after_s: float = IDLE_AFTER_S) -> None:
+        self.busy_ms, self.idle_ms, self.idle_after_s = busy_ms, max(idle_ms, busy_ms), idle_after_s
+        self._last_records = time.monotonic()
+
+    def after_fetch(self, consumer: AIOKafkaConsumer, got_records: bool) -> None:
+        fetcher = consumer._fetcher  # noqa: SLF001 - aiokafka has no public setter for the wait
+        now = time.monotonic()
+        if got_records:
+            self._last_records = now
+            if fetcher._fetch_max_wait_ms == self.idle_ms:  # noqa: SLF001
+                fetcher._fetch_max_wait_ms = self.busy_ms  # noqa: SLF001
+        elif now - self._last_records >= self.idle_after_s and fetcher._fetch_max_wait_ms < self.idle_ms:  # noqa: SLF001
+            fetcher._fetch_max_wait_ms = self.idle_ms  # noqa: SLF001
+
+    @staticmethod
+    def current_ms(consumer: AIOKafkaConsumer) -> int:
+        return int(consumer._fetcher._fetch_max_wait_ms)  # noqa: SLF001
+
+
 class _RequestConsumer(mode.Service):
     """Reads search requests with its own consumer group (``<app id>-search``), not Faust's consumer.
 
@@ -175,7 +203,8 @@ class _RequestConsumer(mode.Service):
     changelogs: dozens) in each request, and the embedded broker holds every fetch for its whole wait,
     so a search request waited for that wait and for a fetch cycle that costs the worker's interpreter
     far more than four partitions do. Here the search requests' four partitions are fetched alone, with
-    their own short wait (``SHOPRANK_KAFKA_SEARCH_FETCH_MAX_WAIT_MS``). Offsets are committed once the
+    their own short wait (``SHOPRANK_KAFKA_SEARCH_FETCH_MAX_WAIT_MS``), and a longer one while no
+    requests come (``SHOPRANK_KAFKA_SEARCH_IDLE_FETCH_MAX_WAIT_MS``). Offsets are committed once the
     answers are handed to the reply producer, every second and at each rebalance and stop: a worker that
     dies answers at most the last second's requests again, which clients tell apart by request id.
     """
@@ -215,12 +244,14 @@ class _RequestConsumer(mode.Service):
             heartbeat_interval_ms=int(kafka.heartbeat_interval_s * 1000),
         )
         await consumer.start()
+        wait = IdleFetchWait(kafka.search_fetch_max_wait_ms, kafka.search_idle_fetch_max_wait_ms)
         try:
             consumer.subscribe([self.topic], listener=_Committed(self))
             self.consumer = consumer
             while not self.should_stop:
                 fetched = await consumer.getmany(timeout_ms=100, max_records=_BATCH_MAX)
                 records = [record for part in fetched.values() for record in part]
+                wait.after_fetch(consumer, bool(records))
                 if records:
                     await self.pipeline.handle_isolating(records)
                     for tp, part in fetched.items():

@@ -58,3 +58,50 @@ def test_a_consumer_on_a_short_wait_still_reads_a_partition_of_many_small_batche
     assert values == [f"r{i}".encode() for i in range(BATCHES)]
     # The broker did answer empty-handed (that is what grows the wait), and the consumer got past it.
     assert 1 < wait_after <= fetchwait.MAX_WAIT_MS
+
+
+def test_the_search_consumer_waits_longer_while_idle_and_short_again_once_requests_come(broker: EmbeddedBroker) -> None:
+    from streams.search import IdleFetchWait
+
+    async def run() -> list[tuple[str, int, int]]:
+        topic = f"idlewait-{uuid.uuid4().hex[:8]}"
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topic, 1, 1)])
+        finally:
+            await admin.close()
+        consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, fetch_max_wait_ms=5)
+        await consumer.start()
+        seen: list[tuple[str, int, int]] = []  # (moment, records fetched, wait after)
+        try:
+            tp = TopicPartition(topic, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            wait = IdleFetchWait(busy_ms=5, idle_ms=50, idle_after_s=0.3)
+
+            async def fetch(moment: str) -> None:
+                got = await consumer.getmany(tp, timeout_ms=100)
+                n = sum(len(ms) for ms in got.values())
+                wait.after_fetch(consumer, n > 0)
+                seen.append((moment, n, IdleFetchWait.current_ms(consumer)))
+
+            await fetch("start")
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:  # nothing comes
+                await fetch("idle")
+            async with producer(broker.bootstrap, linger_ms=0) as prod:
+                await (await prod.send(topic, b"request", partition=0))
+            got = 0
+            deadline = time.monotonic() + 5.0
+            while not got and time.monotonic() < deadline:
+                await fetch("request")
+                got = seen[-1][1]
+            return seen
+        finally:
+            await consumer.stop()
+
+    seen = asyncio.run(run())
+    assert seen[0][2] == 5  # requests may come at once: the short wait
+    assert [w for m, _, w in seen if m == "idle"][-1] == 50  # a second without requests: the idle wait
+    assert seen[-1][1] == 1 and seen[-1][2] == 5  # the request came: short again for the next ones
