@@ -2,9 +2,10 @@
 
 glibc hands each new thread an arena of its own, up to 8 per core, and an arena keeps what its thread
 freed for that thread to reuse. The worker runs ONNX on one thread per core, the store, Faust's
-consumer and RocksDB on theirs: at 50,000 products the spare memory held across those arenas was a
-sixth of the worker's resident memory (README, "Memory at 50,000 products"). ``MALLOC_ARENA_MAX`` in the environment
-does the same, but only if every launcher (CLI, docker, supervisor) sets it; this runs in the worker.
+consumer and RocksDB on theirs: at 50,000 products the worker held about 200 MB more with glibc's default
+than with two arenas (bench_search; README, "Memory:"). ``MALLOC_ARENA_MAX`` in the
+environment does the same, but only if every launcher (CLI, docker, supervisor) sets it; this runs in
+the worker.
 """
 
 from __future__ import annotations
