@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from models.embedder import Embedder, OnnxEmbedder, TruncatedEmbedder
 from models.indexer import CatalogueIndexer
@@ -15,6 +15,7 @@ from models.rules import RuleSource
 from models.searcher import RankerSource, Searcher
 from models.serving import ServingTable
 from models.store import VectorStore, open_store
+from models.store.edge import EdgeStore
 from streams.settings import Settings
 
 __all__ = ["Resources"]
@@ -40,7 +41,7 @@ class Resources:
             with self._lock:
                 if name not in self._built:
                     self._built[name] = build()
-        return self._built[name]  # type: ignore[return-value]
+        return cast(T, self._built[name])  # stored by the build of that name only
 
     @property
     def embedder(self) -> OnnxEmbedder:
@@ -57,10 +58,10 @@ class Resources:
 
         def build() -> VectorStore:
             if s.kind == "edge":
-                store = open_store("edge", root=s.dir, quantization=s.quantization)
+                store = EdgeStore(s.dir, s.quantization)
                 # Index what the last run left unindexed before anything is served (see optimize_existing).
                 started = time.perf_counter()
-                if changed := store.optimize_existing():  # type: ignore[attr-defined]
+                if changed := store.optimize_existing():
                     log.info("optimized the shards of %s in %.1f s", ", ".join(changed), time.perf_counter() - started)
                 return store
             return open_store("qdrant", url=s.url, collection_prefix=s.collection_prefix, quantization=s.quantization)
@@ -90,6 +91,6 @@ class Resources:
 
     def close(self) -> None:
         with self._lock:
-            store = self._built.pop("store", None)
+            store = cast("VectorStore | None", self._built.pop("store", None))
         if store is not None:
-            store.close()  # type: ignore[attr-defined]
+            store.close()
