@@ -14,7 +14,14 @@ from typing import Any
 import faust
 import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidMessageError,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 
 from models.searcher import Searcher, error_result
 from schemas import DecodeError, SearchLog, SearchRequest, SearchResult, decode, encode
@@ -42,6 +49,17 @@ _COMMIT_EVERY_S = 1.0
 _RETRY_S = 1.0
 #: After this long without a search request, the request consumer fetches with its idle wait.
 IDLE_AFTER_S = 1.0
+
+#: Kafka errors that come from one record (its size, its reply topic's name), not from the broker being
+#: away: the request that caused them is set aside rather than read again.
+_RECORD_ERRORS = (InvalidMessageError, InvalidTopicError, MessageSizeTooLargeError, RecordListTooLargeError,
+                  RecordTooLargeError)
+
+
+def _broker_trouble(exc: BaseException) -> bool:
+    """Whether handling failed because of the broker (then the batch is read again after a reconnect)."""
+    return isinstance(exc, KafkaError) and not isinstance(exc, _RECORD_ERRORS)
+
 
 #: Takes each answer of a batch as soon as it is ready: (index in the batch, result).
 Deliver = Callable[[int, SearchResult], Awaitable[None]]
@@ -390,18 +408,23 @@ class SearchPipeline:
         same record again, for ever. After a failed batch, its records are handled one at a time, and
         one that fails alone is answered ``internal_error`` where it can be and dead-lettered (reason,
         original bytes, topic, partition and offset). The others may be answered twice: clients match
-        replies by request id. Only a failing dead-letter send (the broker away) reaches the consumer,
-        which then reconnects and reads the batch again.
+        replies by request id. Broker trouble (a Kafka error not caused by one record) is no reason to
+        set requests aside: it reaches the consumer, which reconnects and reads the batch again, as does
+        a failing dead-letter send.
         """
         try:
             await self.handle(records)
             return
-        except Exception:  # noqa: BLE001 - which record it was is found below
+        except Exception as exc:  # noqa: BLE001 - which record it was is found below
+            if _broker_trouble(exc):
+                raise
             log.exception("a batch of %d search requests failed; handling them one at a time", len(records))
         for record in records:
             try:
                 await self.handle([record])
             except Exception as exc:  # noqa: BLE001 - this record alone fails: set it aside
+                if _broker_trouble(exc):
+                    raise
                 log.exception("search request %s[%d]@%d failed; dead-lettered", record.topic, record.partition,
                               record.offset)
                 await self._set_aside(record, f"{type(exc).__name__}: {exc}")

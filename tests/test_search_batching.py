@@ -241,3 +241,18 @@ def test_a_request_that_cannot_be_dead_lettered_stops_the_batch_so_it_is_read_ag
     records = [_record(5, SearchRequest(request_id="r0", tenant="demo", query="poison"))]
     with pytest.raises(ConnectionError):  # the consumer reconnects and reads it again: nothing is lost
         asyncio.run(poisoned.pipeline.handle_isolating(records))
+
+
+def test_broker_trouble_is_not_blamed_on_the_requests_the_batch_is_read_again() -> None:
+    from aiokafka.errors import KafkaTimeoutError
+
+    poisoned = _PoisonedPipeline()
+
+    async def broker_away(result: SearchResult, search_log: Any) -> None:
+        raise KafkaTimeoutError("no broker")
+
+    poisoned.pipeline._log = broker_away  # type: ignore[method-assign]
+    records = [_record(7, SearchRequest(request_id="r0", tenant="demo", query="q"))]
+    with pytest.raises(KafkaTimeoutError):
+        asyncio.run(poisoned.pipeline.handle_isolating(records))
+    assert poisoned.dead == []  # nothing set aside: the consumer reconnects and answers it then
