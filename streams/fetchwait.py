@@ -16,18 +16,23 @@ brought records, it halves again, never below the configured one. One empty answ
 record appended while the broker held the fetch raises the high-watermark of an answer that could not
 carry it yet, and the next fetch brings it. Apache Kafka answers as soon as records are there, so
 there the wait stays as configured.
+
+:class:`IdleFetchWait` goes the other way for one consumer, the search requests': a longer wait while
+nothing comes, so that an idle worker does not fetch empty partitions every few milliseconds.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.structs import TopicPartition
 
-__all__ = ["MAX_WAIT_MS", "RELAX_AFTER", "STRIKES", "install"]
+__all__ = ["IDLE_AFTER_S", "MAX_WAIT_MS", "RELAX_AFTER", "STRIKES", "IdleFetchWait", "install"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,8 @@ MAX_WAIT_MS = 1_000
 RELAX_AFTER = 50
 #: Empty-handed answers at one position of a partition, in a row, that make a consumer wait longer.
 STRIKES = 3
+#: After this long without records, :class:`IdleFetchWait` switches its consumer to the idle wait.
+IDLE_AFTER_S = 1.0
 
 _installed = False
 
@@ -109,3 +116,29 @@ def _adapt(fetcher: Any, assignment: Any, asked: dict[TopicPartition, int]) -> N
             st.fed = 0
             fetcher._fetch_max_wait_ms = max(st.floor_ms, wait_ms // 2)  # noqa: SLF001
             log.info("fetch wait %d -> %d ms", wait_ms, fetcher._fetch_max_wait_ms)  # noqa: SLF001
+
+
+class IdleFetchWait:
+    """A consumer's fetch wait: short while records come, longer once none has come for a while.
+
+    aiokafka reads its fetcher's wait each time it builds a fetch request, so a change takes effect with
+    the next fetch. A wait the adaptive patch above has grown meanwhile is left alone.
+    """
+
+    def __init__(self, busy_ms: int, idle_ms: int, idle_after_s: float = IDLE_AFTER_S) -> None:
+        self.busy_ms, self.idle_ms, self.idle_after_s = busy_ms, max(idle_ms, busy_ms), idle_after_s
+        self._last_records = time.monotonic()
+
+    def after_fetch(self, consumer: AIOKafkaConsumer, got_records: bool) -> None:
+        fetcher = consumer._fetcher  # noqa: SLF001 - aiokafka has no public setter for the wait
+        now = time.monotonic()
+        if got_records:
+            self._last_records = now
+            if fetcher._fetch_max_wait_ms == self.idle_ms:  # noqa: SLF001
+                fetcher._fetch_max_wait_ms = self.busy_ms  # noqa: SLF001
+        elif now - self._last_records >= self.idle_after_s and fetcher._fetch_max_wait_ms < self.idle_ms:  # noqa: SLF001
+            fetcher._fetch_max_wait_ms = self.idle_ms  # noqa: SLF001
+
+    @staticmethod
+    def current_ms(consumer: AIOKafkaConsumer) -> int:
+        return int(consumer._fetcher._fetch_max_wait_ms)  # noqa: SLF001

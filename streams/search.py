@@ -29,6 +29,7 @@ from schemas.topics import TOPICS
 from streams import metrics
 from streams.batching import in_thread
 from streams.deadletters import DeadLetterSink, RecordOrigin, record_origin, salvage
+from streams.fetchwait import IdleFetchWait
 from streams.kafka import PRODUCER_BATCH_BYTES, create_missing, new_topic, reconnecting
 from streams.settings import Settings
 
@@ -47,9 +48,6 @@ STALE_AFTER_S = 60.0
 #: How often the request consumer commits what it answered (and at every rebalance and stop).
 _COMMIT_EVERY_S = 1.0
 _RETRY_S = 1.0
-#: After this long without a search request, the request consumer fetches with its idle wait.
-IDLE_AFTER_S = 1.0
-
 #: Kafka errors that come from one record (its size, its reply topic's name), not from the broker being
 #: away: the request that caused them is set aside rather than read again.
 _RECORD_ERRORS = (InvalidMessageError, InvalidTopicError, MessageSizeTooLargeError, RecordListTooLargeError,
@@ -186,32 +184,6 @@ class _Committed(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         return None
-
-
-class IdleFetchWait:
-    """A consumer's fetch wait: short while requests come, longer once none has come for a while.
-
-    aiokafka reads its fetcher's wait each time it builds a fetch request, so a change takes effect with
-    the next fetch. A wait some other part has grown meanwhile (streams.fetchwait) is left alone.
-    """
-
-    def __init__(self, busy_ms: int, idle_ms: int, idle_after_s: float = IDLE_AFTER_S) -> None:
-        self.busy_ms, self.idle_ms, self.idle_after_s = busy_ms, max(idle_ms, busy_ms), idle_after_s
-        self._last_records = time.monotonic()
-
-    def after_fetch(self, consumer: AIOKafkaConsumer, got_records: bool) -> None:
-        fetcher = consumer._fetcher  # noqa: SLF001 - aiokafka has no public setter for the wait
-        now = time.monotonic()
-        if got_records:
-            self._last_records = now
-            if fetcher._fetch_max_wait_ms == self.idle_ms:  # noqa: SLF001
-                fetcher._fetch_max_wait_ms = self.busy_ms  # noqa: SLF001
-        elif now - self._last_records >= self.idle_after_s and fetcher._fetch_max_wait_ms < self.idle_ms:  # noqa: SLF001
-            fetcher._fetch_max_wait_ms = self.idle_ms  # noqa: SLF001
-
-    @staticmethod
-    def current_ms(consumer: AIOKafkaConsumer) -> int:
-        return int(consumer._fetcher._fetch_max_wait_ms)  # noqa: SLF001
 
 
 class _RequestConsumer(mode.Service):

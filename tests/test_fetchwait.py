@@ -7,15 +7,22 @@ import time
 import uuid
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 
 from streams import fetchwait
 from streams.broker import EmbeddedBroker
-from streams.kafka import producer
+from streams.fetchwait import IdleFetchWait
+from streams.kafka import create_missing, producer
 
 #: Single-record batches: enough that Tansu cannot answer a 1 ms fetch (measured: 0 of 6,000 records
 #: in 5 s without the patch, all of them in about 1 s with it).
 BATCHES = 6_000
+
+
+async def _one_partition_topic(bootstrap: str, stem: str) -> str:
+    topic = f"{stem}-{uuid.uuid4().hex[:8]}"
+    await create_missing(bootstrap, [NewTopic(topic, 1, 1)])
+    return topic
 
 
 async def _fill(bootstrap: str, topic: str) -> None:
@@ -37,20 +44,14 @@ async def _read_all(bootstrap: str, topic: str, wait_ms: int) -> tuple[list[byte
         while len(values) < BATCHES and time.monotonic() < deadline:
             got = await consumer.getmany(tp, timeout_ms=200)
             values += [m.value for ms in got.values() for m in ms]
-        return values, consumer._fetcher._fetch_max_wait_ms  # noqa: SLF001
+        return values, IdleFetchWait.current_ms(consumer)
     finally:
         await consumer.stop()
 
 
 def test_a_consumer_on_a_short_wait_still_reads_a_partition_of_many_small_batches(broker: EmbeddedBroker) -> None:
     async def run() -> tuple[list[bytes], int]:
-        topic = f"fetchwait-{uuid.uuid4().hex[:8]}"
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(topic, 1, 1)])
-        finally:
-            await admin.close()
+        topic = await _one_partition_topic(broker.bootstrap, "fetchwait")
         await _fill(broker.bootstrap, topic)
         return await _read_all(broker.bootstrap, topic, wait_ms=1)
 
@@ -61,16 +62,8 @@ def test_a_consumer_on_a_short_wait_still_reads_a_partition_of_many_small_batche
 
 
 def test_the_search_consumer_waits_longer_while_idle_and_short_again_once_requests_come(broker: EmbeddedBroker) -> None:
-    from streams.search import IdleFetchWait
-
     async def run() -> list[tuple[str, int, int]]:
-        topic = f"idlewait-{uuid.uuid4().hex[:8]}"
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(topic, 1, 1)])
-        finally:
-            await admin.close()
+        topic = await _one_partition_topic(broker.bootstrap, "idlewait")
         consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, fetch_max_wait_ms=5)
         await consumer.start()
         seen: list[tuple[str, int, int]] = []  # (moment, records fetched, wait after)
