@@ -15,7 +15,7 @@ from schemas import DeadLetter, RejectReason, encode
 from streams import metrics
 from streams.settings import Settings
 
-__all__ = ["DeadLetterSink", "RecordOrigin", "record_origin", "salvage"]
+__all__ = ["DeadLetterSink", "RecordOrigin", "plausible_tenant", "record_origin", "salvage"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,15 @@ def salvage(raw: bytes | None, *fields: str) -> dict[str, str]:
     if not isinstance(obj, dict):
         return {}
     return {f: v for f in fields if isinstance(v := obj.get(f), str) and 0 < len(v) <= 128}
+
+
+#: A tenant id has at most this many characters (schemas.base.TenantId).
+_TENANT_MAX = 64
+
+
+def plausible_tenant(value: str | None) -> str | None:
+    """A salvaged tenant, if it could be one by its length; else None (a longer one names no tenant)."""
+    return value if value and len(value) <= _TENANT_MAX else None
 
 
 @dataclass

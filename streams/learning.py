@@ -24,7 +24,7 @@ from schemas.topics import TOPICS
 from schemas.interactions import Bucket
 from streams import analytics
 from streams.batching import as_current
-from streams.deadletters import DeadLetterSink, salvage
+from streams.deadletters import DeadLetterSink, plausible_tenant, salvage
 from streams.dedupe import BatchedDedupe
 from streams.logloss import LogLossWatch
 from streams.settings import Settings
@@ -91,8 +91,8 @@ class LearningPipeline:
                     it = decode(AttributedInteraction, message.value or b"")
                 except DecodeError as err:
                     self.stats.rejected += 1
-                    tenant = salvage(message.value, "tenant").get("tenant")
-                    await self.dead.send(message, err.reason, err.detail, tenant=tenant if tenant and len(tenant) <= 64 else None)
+                    tenant = plausible_tenant(salvage(message.value, "tenant").get("tenant"))
+                    await self.dead.send(message, err.reason, err.detail, tenant=tenant)
                     continue
                 anchors[message.partition] = event
                 if self.dedupe.seen_elsewhere(f"{it.tenant}|{it.interaction_id}", message.partition, message.offset):

@@ -15,7 +15,7 @@ from schemas.topics import TOPICS
 from streams import metrics
 from streams.attribution_stage import AttributionStage
 from streams.batching import as_current
-from streams.deadletters import DeadLetterSink, salvage
+from streams.deadletters import DeadLetterSink, plausible_tenant, salvage
 from streams.dedupe import BatchedDedupe
 from streams.logloss import LogLossWatch
 from streams.privacy import ForgetList
@@ -176,8 +176,8 @@ class PixelPipeline:
             ev = self.validator.check(message.value, now_ms=now_ms, broker_ts_ms=broker_ts)
         except DecodeError as err:
             self.stats.rejected += 1
-            tenant = salvage(message.value, "tenant").get("tenant")
-            await self.dead.send(message, err.reason, err.detail, tenant=tenant if tenant and len(tenant) <= 64 else None)
+            tenant = plausible_tenant(salvage(message.value, "tenant").get("tenant"))
+            await self.dead.send(message, err.reason, err.detail, tenant=tenant)
             return None
         if self.forget is not None and self.forget.is_forgotten(ev.tenant, ev.user_id):
             # Dropped without a dead letter: a dead letter would keep the shopper's event.

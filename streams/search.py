@@ -28,7 +28,7 @@ from schemas import DecodeError, SearchLog, SearchRequest, SearchResult, decode,
 from schemas.topics import TOPICS
 from streams import metrics
 from streams.batching import in_thread
-from streams.deadletters import DeadLetterSink, RecordOrigin, record_origin, salvage
+from streams.deadletters import DeadLetterSink, RecordOrigin, plausible_tenant, record_origin, salvage
 from streams.fetchwait import IdleFetchWait
 from streams.kafka import PRODUCER_BATCH_BYTES, create_missing, new_topic, reconnecting
 from streams.settings import Settings
@@ -381,8 +381,8 @@ class SearchPipeline:
         one that fails alone is answered ``internal_error`` where it can be and dead-lettered (reason,
         original bytes, topic, partition and offset). The others may be answered twice: clients match
         replies by request id. Broker trouble (a Kafka error not caused by one record) is no reason to
-        set requests aside: it reaches the consumer, which reconnects and reads the batch again, as does
-        a failing dead-letter send.
+        set requests aside: it reaches the consumer, which reconnects and reads the batch again. A dead
+        letter that cannot be sent is logged with the record's origin by the sink, as in every agent.
         """
         try:
             await self.handle(records)
@@ -403,7 +403,7 @@ class SearchPipeline:
 
     async def _set_aside(self, record: Any, detail: str) -> None:
         ident = salvage(record.value, "request_id", "tenant", "reply_topic")
-        tenant = ident.get("tenant") if len(ident.get("tenant", "")) <= 64 else None
+        tenant = plausible_tenant(ident.get("tenant"))
         reply_to = ident.get("reply_topic", self.results_topic)
         if reply_to != self.results_topic and reply_to not in self._reply_topics:  # not known to exist
             reply_to = self.results_topic
@@ -460,11 +460,12 @@ class SearchPipeline:
             request = decode(SearchRequest, raw)
         except DecodeError as err:
             ident = salvage(raw, "request_id", "tenant")
-            if len(ident) < 2 or len(ident["tenant"]) > 64:  # nobody to answer: keep it with the reason
+            tenant = plausible_tenant(ident.get("tenant"))
+            if "request_id" not in ident or tenant is None:  # nobody to answer: keep it with the reason
                 self.stats.dead_lettered += 1
                 await self.dead.send(message, err.reason, err.detail, tenant=ident.get("tenant"))
                 return None
-            request_id, tenant = ident["request_id"], ident["tenant"]
+            request_id = ident["request_id"]
             self.stats.errors += 1
             await self._reply(self.results_topic, error_result(request_id, tenant, request_error_code(err), err.detail))
             return None

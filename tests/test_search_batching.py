@@ -236,10 +236,10 @@ def test_a_request_that_fails_its_batch_is_dead_lettered_and_the_others_are_answ
     assert poisoned.pipeline.stats.dead_lettered == 1
 
 
-def test_a_request_that_cannot_be_dead_lettered_stops_the_batch_so_it_is_read_again() -> None:
+def test_an_exception_while_setting_a_request_aside_is_not_swallowed() -> None:
     poisoned = _PoisonedPipeline(dead_letter_fails=True)
     records = [_record(5, SearchRequest(request_id="r0", tenant="demo", query="poison"))]
-    with pytest.raises(ConnectionError):  # the consumer reconnects and reads it again: nothing is lost
+    with pytest.raises(ConnectionError):  # it reaches the consumer, which reconnects and reads the batch again
         asyncio.run(poisoned.pipeline.handle_isolating(records))
 
 
