@@ -27,7 +27,9 @@
   A commit never goes past the partition's end as the broker last served it in a fetch response (an
   offset past it belongs to the lost log, and committed there it would hide the loss and start the new
   log's readers past their first records); once our topics had to be created again, a partition's
-  commit also waits for a fetch from the new log.
+  commit also waits for a fetch from the new log, and after any assignment for a first fetch. When the
+  loss is found, what Faust holds of the old log (committed offset, acks, gaps) is dropped, and a
+  record of the old log that finishes later is not acknowledged as an offset of the new one.
 """
 
 from __future__ import annotations
@@ -283,8 +285,14 @@ def _within_served_log(consumer: Any, offsets: Mapping[Any, int], lost_at_ms: in
     kept: dict[Any, int] = {}
     for tp, offset in offsets.items():
         state = assignment.state_value(tp)
-        if state is None or state.highwater is None:
+        if state is None:
             kept[tp] = offset
+        elif state.highwater is None:
+            # Assigned, nothing fetched since: the end of this log is unknown. After the broker lost its
+            # log, a commit here (of records fetched from the old log and finished after the rejoin) put
+            # old offsets on the new broker, which hid the loss and started the new log's readers past
+            # its first records (CI, 2026-12-06: five new products never indexed).
+            log.debug("commit of %s[%d] held: nothing fetched since it was assigned", tp.topic, tp.partition)
         elif lost_at_ms is not None and (state.timestamp or 0) < lost_at_ms:
             log.debug("commit of %s[%d] held: no fetch from the broker's new log yet", tp.topic, tp.partition)
         elif offset > state.highwater:
@@ -310,8 +318,9 @@ def _install_log_loss_hooks() -> None:
 
     def watched_ack(self: Any, message: Any) -> bool:
         done = ack(self, message)
-        if done and _log_loss is not None:
-            _log_loss.acked(message.tp, message.offset, message)
+        if done and _log_loss is not None and _log_loss.acked(message.tp, message.offset, message):
+            _forget_ack(self, message.tp, message.offset)  # an offset of the lost log, not of this one
+            return False
         return done
 
     async def watched_commit_offsets(self: Any, offsets: Mapping[Any, int], *args: Any, **kwargs: Any) -> bool:
@@ -335,12 +344,42 @@ def _install_log_loss_hooks() -> None:
                     ends = dict(await self.highwaters(*suspects))
                 except Exception:  # noqa: BLE001 - no verdict on those partitions this time
                     log.warning("could not read end offsets of %s to check for a lost log", suspects)
-            _log_loss.check_committed(dict(committed), ends)
+            resets = _log_loss.check_committed(dict(committed), ends)
+            lost = {(r.topic, r.partition) for r in resets}
+            for tp in committed:
+                if (tp.topic, tp.partition) in lost:
+                    _forget_partition(self, tp)
         return committed
 
     consumer_cls.ack = watched_ack
     consumer_cls._commit_offsets = watched_commit_offsets
     driver_cls.seek_to_committed = watched_seek_to_committed
+
+
+def _forget_ack(consumer: Any, tp: Any, offset: int) -> None:
+    """Take back what Faust's ``ack`` recorded for ``offset`` of ``tp``: it is not to be committed."""
+    acked = consumer._acked.get(tp)
+    if acked is not None and offset in acked:
+        acked.remove(offset)
+        consumer._n_acked = max(0, consumer._n_acked - 1)
+    index = consumer._acked_index.get(tp)
+    if index is not None:
+        index.discard(offset)
+
+
+def _forget_partition(consumer: Any, tp: Any) -> None:
+    """Drop what Faust knows of the log the broker lost for ``tp``: its committed offset, acks and gaps.
+
+    ``perform_seek`` leaves the committed offset Faust holds when the broker has none, so the old log's
+    one stayed: acks of the new log's records below it were ignored, and a rewind sought the new log
+    to it, past its end (Faust then dropped every new record below that offset as already read).
+    """
+    consumer._committed_offset.pop(tp, None)
+    consumer._acked.pop(tp, None)
+    consumer._acked_index.pop(tp, None)
+    consumer._gap.pop(tp, None)
+    consumer._read_offset.pop(tp, None)
+    consumer.__dict__.get("_shoprank_last_offset", {}).pop(tp, None)
 
 
 def _install_changelog_check() -> None:

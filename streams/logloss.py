@@ -85,7 +85,12 @@ class LogLossWatch:
     def fetched(self, message: Any) -> None:
         self._epoch_of[message] = self.epoch
 
-    def acked(self, tp: Any, offset: int, message: Any = None) -> None:
+    def acked(self, tp: Any, offset: int, message: Any = None) -> bool:
+        """Count a processed record; True when it came from a log the broker has lost since it was fetched.
+
+        Such a record's offset belongs to the old log: the caller keeps it out of the consumer's
+        commit bookkeeping, where it would stand for an offset of the new log.
+        """
         reset = self._reset_of.get(tp)
         if reset is not None:
             fetched_in = self._epoch_of.get(message) if message is not None else None
@@ -95,8 +100,9 @@ class LogLossWatch:
                     reset.lost -= 1
                     self.lost[tp.topic] -= 1
                     LOST_RECORDS.labels(tp.topic).set(self.lost[tp.topic])
-                return
+                return True
         self.processed[tp] = offset + 1
+        return False
 
     def topics_recreated(self) -> None:
         """Our topics were missing on the broker (it lost its log) and have just been created again."""

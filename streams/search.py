@@ -32,6 +32,7 @@ from streams.deadletters import DeadLetterSink, RecordOrigin, plausible_tenant, 
 from streams.fetchwait import IdleFetchWait
 from streams.kafka import PRODUCER_BATCH_BYTES, create_missing, new_topic, reconnecting
 from streams.settings import Settings
+from streams.stale_assignment import AssignmentCheck
 
 __all__ = ["SearchPipeline", "request_error_code"]
 
@@ -174,16 +175,17 @@ class _ReplyProducer(mode.Service):
 
 
 class _Committed(ConsumerRebalanceListener):
-    """Commits the answered requests of partitions about to move to another worker."""
+    """Commits the answered requests of partitions about to move to another worker; checks what a join gave."""
 
-    def __init__(self, requests: _RequestConsumer) -> None:
+    def __init__(self, requests: _RequestConsumer, check: AssignmentCheck) -> None:
         self.requests = requests
+        self.check = check
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         await self.requests.commit(only=set(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        return None
+        self.check.assigned(assigned)
 
 
 class _RequestConsumer(mode.Service):
@@ -225,10 +227,12 @@ class _RequestConsumer(mode.Service):
 
     async def _consume(self) -> None:
         kafka = self.kafka
+        check = AssignmentCheck()  # a stale assignment from the broker ends this consumer: a new one joins
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False,
+            partition_assignment_strategy=(check.assignor,),
             auto_offset_reset="earliest", fetch_max_wait_ms=kafka.search_fetch_max_wait_ms,
-            max_poll_records=_BATCH_MAX,
+            max_poll_records=_BATCH_MAX, metadata_max_age_ms=int(kafka.search_metadata_max_age_s * 1000),
             rebalance_timeout_ms=int(kafka.rebalance_timeout_s * 1000),
             session_timeout_ms=int(kafka.session_timeout_s * 1000),
             heartbeat_interval_ms=int(kafka.heartbeat_interval_s * 1000),
@@ -236,9 +240,10 @@ class _RequestConsumer(mode.Service):
         await consumer.start()
         wait = IdleFetchWait(kafka.search_fetch_max_wait_ms, kafka.search_idle_fetch_max_wait_ms)
         try:
-            consumer.subscribe([self.topic], listener=_Committed(self))
+            consumer.subscribe([self.topic], listener=_Committed(self, check))
             self.consumer = consumer
             while not self.should_stop:
+                check.raise_if_stale()
                 fetched = await consumer.getmany(timeout_ms=100, max_records=_BATCH_MAX)
                 records = [record for part in fetched.values() for record in part]
                 wait.after_fetch(consumer, bool(records))

@@ -74,6 +74,15 @@ class KafkaSettings(_Section):
         description="SHOPRANK_KAFKA_SEARCH_IDLE_FETCH_MAX_WAIT_MS: the search request consumer's wait once no "
         "request has come for a second (back to SHOPRANK_KAFKA_SEARCH_FETCH_MAX_WAIT_MS with the next).",
     )
+    # The search request consumer joins its group by subscribing to the topic, and aiokafka notices a
+    # topic created (or grown) after the join only when it next refreshes its metadata: every 5 minutes
+    # by default. After the embedded broker lost its log the worker creates the topic again, and the
+    # consumer held no partition, answered nothing and kept /readyz at 503 until then (CI, 2026-12-06).
+    search_metadata_max_age_s: float = Field(
+        default=5.0, gt=0, le=3_600,
+        description="SHOPRANK_KAFKA_SEARCH_METADATA_MAX_AGE_S: how often the search request consumer refreshes "
+        "the broker's metadata, so that its topic created again or given more partitions is read.",
+    )
     # Changelogs, interactions and logs are written a few records at a time; waiting a little packs
     # them into fewer produce requests (bench_learning, two workers: 1.12-1.35x one worker at 0 ms,
     # 1.62-1.82x at 5 ms). Search replies go out through their own producer without waiting.

@@ -146,6 +146,48 @@ def test_a_record_the_stream_skipped_after_a_rebalance_is_not_acknowledged() -> 
     assert list(consumer._acked[TOPIC_PARTITION]) == [10]
 
 
+def test_a_lost_log_leaves_no_old_offset_in_the_consumer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the broker lost its log, the new log's records are acknowledged and committed from offset 0.
+
+    Faust's ``perform_seek`` keeps the committed offset it holds when the broker has none, so the old
+    log's 78 stayed: acks of the new log's records below 78 were dropped, and nothing was committed
+    (CI, 2026-12-06: five products sent after the broker restarted were never indexed).
+    """
+    import types
+
+    from streams.logloss import LogLossWatch
+
+    watch = LogLossWatch()
+    monkeypatch.setattr(faust_compat, "_log_loss", watch)
+
+    async def run() -> dict[str, Any]:
+        consumer = _consumer()
+        tp = TOPIC_PARTITION
+        consumer._committed_offset[tp] = 78  # what this worker committed on the old log
+        watch.did_commit({tp: 78})
+        old = consumer._to_message(tp, _records(78)[0])
+        watch.fetched(old)  # fetched from the old log, still being processed when the broker went away
+
+        async def seek_to_committed() -> dict[Any, int | None]:  # the new broker: no commit of this group
+            return {tp: None}
+
+        consumer._thread = types.SimpleNamespace(seek_to_committed=seek_to_committed)
+        consumer.assignment = lambda: {tp}
+        await consumer.perform_seek()
+        after_seek = {"committed": consumer._committed_offset.get(tp), "read": consumer._read_offset.get(tp)}
+        old.tracked = True
+        old_acked = consumer.ack(old)  # finished after the reset: processed, but not an offset of the new log
+        new = consumer._to_message(tp, _records(0)[0])
+        new.tracked = True
+        new_acked = consumer.ack(new)
+        return {**after_seek, "old_acked": old_acked, "new_acked": new_acked,
+                "acked": list(consumer._acked[tp]), "commit": consumer._new_offset(tp)}
+
+    got = asyncio.run(run())
+    assert [(r.topic, r.partition, r.committed_before) for r in watch.resets] == [(TOPIC_PARTITION.topic, 0, 78)]
+    assert got == {"committed": None, "read": None, "old_acked": False, "new_acked": True, "acked": [0], "commit": 1}, got
+
+
 def _acked(consumer: Any, committed: int | None, acked: list[int]) -> Any:
     consumer._committed_offset[TOPIC_PARTITION] = committed
     consumer._acked[TOPIC_PARTITION] = list(acked)
@@ -212,16 +254,21 @@ def test_a_commit_never_goes_past_the_log_end_the_broker_served(broker) -> None:
             faust_side = types.SimpleNamespace(_thread=types.SimpleNamespace(_consumer=consumer))
             tp = TopicPartition(topic, 0)
             now_ms = int(time.time() * 1000)
-            return {
+            got = {
                 "at_end": faust_compat._within_served_log(faust_side, {tp: 3}, None),
                 "past_end": faust_compat._within_served_log(faust_side, {tp: 4}, None),
                 # Topics were created again after the last fetch: the end known is the old log's.
                 "lost_since_fetch": faust_compat._within_served_log(faust_side, {tp: 2}, now_ms + 60_000),
                 "fetched_since_loss": faust_compat._within_served_log(faust_side, {tp: 2}, now_ms - 60_000),
             }
+            consumer.assign([tp])  # assigned again (as after a rejoin): nothing fetched since
+            # The end of this log is not known yet, whatever the last assignment's fetches said.
+            got["not_fetched_yet"] = faust_compat._within_served_log(faust_side, {tp: 2}, None)
+            return got
         finally:
             await consumer.stop()
 
     got = asyncio.run(run())
     tp = TopicPartition(topic, 0)
-    assert got == {"at_end": {tp: 3}, "past_end": {}, "lost_since_fetch": {}, "fetched_since_loss": {tp: 2}}, got
+    assert got == {"at_end": {tp: 3}, "past_end": {}, "lost_since_fetch": {}, "fetched_since_loss": {tp: 2},
+                   "not_fetched_yet": {}}, got

@@ -1,0 +1,50 @@
+"""The search request consumer (streams.search._RequestConsumer) on the real embedded broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from aiokafka.admin import NewTopic
+
+from streams.broker import EmbeddedBroker
+from streams.kafka import create_missing, reconnecting
+from streams.search import _RequestConsumer
+from streams.settings import load_settings
+
+
+def test_the_search_consumer_reads_its_topic_created_after_it_joined(
+        broker: EmbeddedBroker, no_autocreate: None) -> None:
+    # A broker that lost its log comes back without the topic; the worker creates it again a few
+    # seconds later. Until aiokafka refreshed its metadata (5 minutes by default) the consumer held
+    # no partition: no search answered, /readyz at 503 (CI, 2026-12-06).
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    settings = load_settings(tenants=("demo",), kafka={
+        "bootstrap": broker.bootstrap, "topic_prefix": prefix, "search_metadata_max_age_s": 1.0,
+        "rebalance_timeout_s": 2.0, "session_timeout_s": 6.0, "heartbeat_interval_s": 0.5,
+    })
+
+    async def run() -> set[Any]:
+        requests = _RequestConsumer(None, settings, broker.bootstrap)  # type: ignore[arg-type] - no request comes
+        task = asyncio.create_task(reconnecting(requests._consume, requests.topic, 1.0))  # as _run does
+        try:
+            deadline = time.monotonic() + 30
+            while requests.consumer is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(3.0)  # joined its group while the topic does not exist
+            before = requests.partitions()
+            await create_missing(broker.bootstrap, [NewTopic(requests.topic, 4, 1)])
+            created = time.monotonic()
+            while not requests.assigned and time.monotonic() < created + 30:
+                await asyncio.sleep(0.1)
+            assert not before, before
+            return requests.partitions()
+        finally:
+            requests._stopped.set()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    partitions = asyncio.run(run())  # within 30 s of the topic's creation
+    assert sorted(tp.partition for tp in partitions) == [0, 1, 2, 3], partitions
