@@ -117,6 +117,9 @@ class OnnxEmbedder:
         # Smaller batches when there are fewer texts than runs × batch_size, so that every run has work.
         size = max(1, min(self.batch_size, -(-len(order) // runs)))
         batches = [order[start : start + size] for start in range(0, len(order), size)]
+        # Longest first: the runs then end together on short batches, instead of one core idling while
+        # the other embeds the longest batch last (a tail in every catalogue micro-batch of the worker).
+        batches.reverse()
         if len(batches) == 1:
             out[batches[0]] = self._run([texts[i] for i in batches[0]], session, options)
             return out

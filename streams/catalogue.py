@@ -26,7 +26,10 @@ __all__ = ["CataloguePipeline"]
 log = logging.getLogger(__name__)
 
 #: Micro-batches: embedding runs at batch speed under load, and a lone update waits at most this long.
-_BATCH_MAX = 256
+#: The embedder sorts each batch by length and splits it over its runs: 512 products pad less and
+#: leave less of a tail on one core than 256 (in-process, 2,000 products: 0.93 of one-call speed at
+#: 256, 0.98-0.99 at 512, with longest-first runs in models.embedder).
+_BATCH_MAX = 512
 _BATCH_WITHIN_S = 0.1
 #: Back-off between attempts to write a batch while the store fails: doubling from the first, capped.
 _RETRY_FIRST_S = 0.5
