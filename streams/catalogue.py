@@ -26,10 +26,10 @@ __all__ = ["CataloguePipeline"]
 log = logging.getLogger(__name__)
 
 #: Micro-batches: embedding runs at batch speed under load, and a lone update waits at most this long.
-#: The embedder sorts each batch by length and splits it over its runs: 512 products pad less and
-#: leave less of a tail on one core than 256 (in-process, 2,000 products: 0.93 of one-call speed at
-#: 256, 0.98-0.99 at 512, with longest-first runs in models.embedder).
-_BATCH_MAX = 512
+#: 512 embedded faster (in-process, 2,000 products: 0.97-0.99 of one-call ONNX speed, against 0.93-0.95
+#: at 256) but left the worker resident at 1,500 MB with 50,000 products (bench_search), against
+#: 1,292 MB at 256: the goal is under 1.5 GB.
+_BATCH_MAX = 256
 _BATCH_WITHIN_S = 0.1
 #: Back-off between attempts to write a batch while the store fails: doubling from the first, capped.
 _RETRY_FIRST_S = 0.5
