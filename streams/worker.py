@@ -10,7 +10,7 @@ from typing import IO
 
 import faust
 
-from streams import autocreate
+from streams import autocreate, repeated_logs
 from streams.app import create_app
 from streams.broker import resolve_bootstrap
 from streams.exceptions import UserInputError
@@ -66,6 +66,7 @@ def run_worker(settings: Settings) -> int:
         # so every debug call in Faust built a log record: one per message sent (5% of a busy worker).
         worker.spinner = None
         logging.getLogger("aiokafka").setLevel(logging.ERROR)
+        repeated_logs.install()  # while the broker is away aiokafka repeats one error per request
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:
