@@ -368,7 +368,7 @@ def _forget_ack(consumer: Any, tp: Any, offset: int) -> None:
 
 
 def _forget_partition(consumer: Any, tp: Any) -> None:
-    """Drop what Faust knows of the log the broker lost for ``tp``: its committed offset, acks and gaps.
+    """Drop what Faust knows of the log the broker lost for ``tp``: committed and read offsets, acks, gaps.
 
     ``perform_seek`` leaves the committed offset Faust holds when the broker has none, so the old log's
     one stayed: acks of the new log's records below it were ignored, and a rewind sought the new log

@@ -7,10 +7,9 @@ import time
 import uuid
 from typing import Any
 
-from aiokafka.admin import NewTopic
-
+from schemas.topics import TOPICS
 from streams.broker import EmbeddedBroker
-from streams.kafka import create_missing, reconnecting
+from streams.kafka import create_missing, new_topic, reconnecting
 from streams.search import _RequestConsumer
 from streams.settings import load_settings
 
@@ -35,7 +34,9 @@ def test_the_search_consumer_reads_its_topic_created_after_it_joined(
                 await asyncio.sleep(0.1)
             await asyncio.sleep(3.0)  # joined its group while the topic does not exist
             before = requests.partitions()
-            await create_missing(broker.bootstrap, [NewTopic(requests.topic, 4, 1)])
+            # From its spec, as the worker's topic guard creates it again (streams.app).
+            spec = TOPICS["search-requests"]
+            await create_missing(broker.bootstrap, [new_topic(spec, requests.topic, settings.kafka.retention_ms)])
             created = time.monotonic()
             while not requests.assigned and time.monotonic() < created + 30:
                 await asyncio.sleep(0.1)
@@ -47,4 +48,4 @@ def test_the_search_consumer_reads_its_topic_created_after_it_joined(
             await asyncio.gather(task, return_exceptions=True)
 
     partitions = asyncio.run(run())  # within 30 s of the topic's creation
-    assert sorted(tp.partition for tp in partitions) == [0, 1, 2, 3], partitions
+    assert sorted(tp.partition for tp in partitions) == list(range(TOPICS["search-requests"].partitions)), partitions
