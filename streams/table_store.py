@@ -39,6 +39,7 @@ from faust import stores
 from faust.stores import memory as faust_memory
 from faust.stores import rocksdb as faust_rocksdb
 from faust.types import EventT
+from rocksdict import WriteBatch
 
 from streams.packed import expand_pack, is_pack_key
 
@@ -81,6 +82,10 @@ class RocksStore(faust_rocksdb.Store):
         self._cache: dict[bytes, bytes | None] = {}
         self._keys: dict[Any, bytes] = {}
         self._writes = 0
+        #: Moves whenever the partitions this store holds change: caches of decoded values kept above
+        #: the store (streams.packed) start again then. Changelog records applied to standby
+        #: partitions do not move it: they never touch the keys of partitions this worker writes.
+        self.epoch = 0
         super().__init__(*args, **kwargs)
 
     def _get(self, key: bytes) -> bytes | None:
@@ -126,9 +131,35 @@ class RocksStore(faust_rocksdb.Store):
         super()._set(key, value)
         self._wrote(key)
 
+    def set_many(self, partition: int, items: Iterable[tuple[Any, Any]]) -> None:
+        """Store many (key, value) pairs in ``partition``'s database in one write.
+
+        One RocksDB write per batch instead of one per key: each write appends to the database's
+        write-ahead log with a system call of its own, which made the learning agent's engagement
+        writes a tenth of its time (bench_learning profile). Durable as ``__setitem__`` is.
+        """
+        batch = WriteBatch(raw_mode=True)
+        keys = []
+        for key, value in items:
+            raw = self._encode_key(key)
+            batch.put(raw, self._encode_value(value))
+            keys.append(raw)
+        if not keys:
+            return
+        self._db_for_partition(partition).write(batch)
+        index = self._key_index
+        for raw in keys:
+            index[raw] = partition
+            self._wrote(raw)
+
     def _del(self, key: bytes) -> None:
         super()._del(key)
         self._wrote(key)
+
+    def _moved(self) -> None:
+        """The partitions (or the whole content) of this store changed."""
+        self.epoch += 1
+        self._wrote(None)
 
     def _wrote(self, key: bytes | None) -> None:
         """After a write to the databases (``None``: to any key)."""
@@ -146,37 +177,52 @@ class RocksStore(faust_rocksdb.Store):
 
     def _open_for_partition(self, partition: int) -> Any:
         db = super()._open_for_partition(partition)
-        self._wrote(None)  # keys read as absent may be in the database opened now
+        self._moved()  # keys read as absent may be in the database opened now
         return db
 
     def revoke_partitions(self, table: Any, tps: Any) -> None:
         super().revoke_partitions(table, tps)
-        self._wrote(None)  # the partitions' databases are closed: their keys read as absent now
+        self._moved()  # the partitions' databases are closed: their keys read as absent now
 
     async def assign_partitions(self, table: Any, tps: Any, generation_id: int = 0) -> None:
         await super().assign_partitions(table, tps, generation_id)
-        self._wrote(None)
+        self._moved()
 
     def _clear(self) -> None:
         super()._clear()
-        self._wrote(None)
+        self._moved()
 
     def reset_state(self) -> None:
         super().reset_state()
-        self._wrote(None)
+        self._moved()
 
     def restore_backup(self, tp: Any, latest: bool = True, backup_id: int = 0) -> None:
         super().restore_backup(tp, latest, backup_id)
-        self._wrote(None)
+        self._moved()
 
 
 class MemoryStore(faust_memory.Store):
     """Faust's in-memory store, with packs (streams.packed) expanded into their records on recovery."""
 
+    #: As RocksStore.epoch. Faust's memory store keeps every key across rebalances: only a reset moves it.
+    epoch = 0
+
+    def _clear(self) -> None:
+        super()._clear()
+        self.epoch += 1
+
+    def reset_state(self) -> None:
+        super().reset_state()
+        self.epoch += 1
+
     def get_many(self, keys: Sequence[Any]) -> list[Any]:
         """The value of each key, None where absent."""
         get = self.data.get
         return [get(key) for key in keys]
+
+    def set_many(self, partition: int, items: Iterable[tuple[Any, Any]]) -> None:
+        """As RocksStore.set_many (one dict holds every partition here)."""
+        self.data.update(items)
 
     def apply_changelog_batch(self, batch: Iterable[EventT], to_key: Callable[[Any], Any],
                               to_value: Callable[[Any], Any]) -> None:

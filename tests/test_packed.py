@@ -187,3 +187,58 @@ def test_engagement_comes_back_from_the_packed_changelog_alone(broker, prefix, m
     assert after.keys() == before.keys()
     for pid, row in before.items():  # decay over a few seconds (half-life of days) is far below the tolerance
         assert after[pid] == pytest.approx(row, rel=1e-4), pid
+
+
+class _MovingStore(dict):  # type: ignore[type-arg]
+    """A store whose partitions can move (``epoch``, as streams.table_store's stores) and whose reads can be
+    interleaved with a write (``during_get``), as a search thread's read can be with the event loop's."""
+
+    epoch = 0
+    during_get: Any = None
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        found = super().get(key, default)
+        hook, self.during_get = self.during_get, None
+        if hook is not None:
+            hook()
+        return found
+
+
+def test_values_kept_in_memory_give_way_to_the_store_after_a_move_or_a_recovery() -> None:
+    table = FakeTable()
+    table.data = _MovingStore()
+    packed = PackedRecords(table, "eng|")
+    _event = _in_partition(0)
+    packed.write({"eng|a": [1.0]})
+    assert packed.get("eng|a") == [1.0]
+    table.data["eng|a"] = [0, 0, [5.0]]  # a recovery wrote the store
+    asyncio.run(table.recover_hooks[-1]())
+    assert packed.get("eng|a") == [5.0] == packed.get_many(["eng|a"])[0]
+    packed.write({"eng|a": [6.0]})
+    table.data["eng|a"] = [1, 0, [7.0]]  # the partitions moved: another worker's value came back
+    table.data.epoch += 1
+    assert packed.get_many(["eng|a", "eng|b"]) == [[7.0], None]
+    assert packed.get("eng|a") == [7.0]
+
+
+def test_a_read_in_another_thread_never_puts_back_an_older_value() -> None:
+    import threading
+
+    table = FakeTable()
+    table.data = _MovingStore({"eng|b": [0, 0, [1.0]]})
+    packed = PackedRecords(table, "eng|")
+    asyncio.run(table.recover_hooks[-1]())  # the store's records were recovered: eng|b is known
+
+    def search_thread() -> None:
+        _event = _in_partition(0)
+        # The event loop writes while this read is under way: the read saw the value before the write.
+        table.data.during_get = lambda: packed.write({"eng|b": [2.0]})
+        seen.append(packed.get("eng|b"))
+
+    seen: list[Any] = []
+    reader = threading.Thread(target=search_thread)
+    reader.start()
+    reader.join()
+    assert seen == [[1.0]]
+    _event = _in_partition(0)
+    assert packed.get("eng|b") == [2.0]  # the write's value, not the one the other thread read before it

@@ -102,3 +102,38 @@ def test_a_read_that_races_a_write_keeps_nothing_stale(tmp_path: Path) -> None:
     assert store.get("k") == [1]  # what the racing read saw
     store._get_bucket_for_key = read  # type: ignore[method-assign]
     assert store.get("k") == [2]  # not the stale [1] it read
+
+
+def test_set_many_writes_like_setitem_and_reads_see_it(store: Any, tmp_path: Path) -> None:
+    assert store.get("eng|a") is None  # the read cache now holds the key's absence
+    store["eng|b"] = [0]
+    store.set_many(1, [("eng|a", [1, 0, [1.0]]), ("eng|b", [1, 0, [2.0]]), ("é|c", [1, 0, [3.0]])])
+    assert store.get_many(["eng|a", "eng|b", "é|c"]) == [[1, 0, [1.0]], [1, 0, [2.0]], [1, 0, [3.0]]]
+    assert store["eng|a"] == [1, 0, [1.0]]
+    store.set_many(1, [])
+    if isinstance(store, table_store.RocksStore):  # on disk, in partition 1's database, found after a reopen
+        assert store._key_index[store._encode_key("eng|a")] == 1  # noqa: SLF001
+        for db in store._dbs.values():  # noqa: SLF001 - as a stopping worker closes them
+            db.close()
+        again = faust.App(f"t2-{tmp_path.name}", broker="kafka://127.0.0.1:1", store="rocksdb://",
+                          datadir=str(tmp_path))
+        reopened = again.Table("x", default=None, partitions=4, options=table_options("rocksdb://")).data
+        reopened._db_for_partition(1)  # noqa: SLF001 - Faust opens a partition's database when it is assigned
+        assert reopened.get("é|c") == [1, 0, [3.0]]
+
+
+def test_the_epoch_moves_when_partitions_change_not_on_standby_records(tmp_path: Path) -> None:
+    table_store.install()
+    app = faust.App(f"t-{tmp_path.name}", broker="kafka://127.0.0.1:1", store="rocksdb://", datadir=str(tmp_path))
+    store = app.Table("x", default=None, partitions=4, options=table_options("rocksdb://")).data
+    event = _Event(_Message(0))
+    faust_streams._current_event.set(weakref.ref(event))  # noqa: SLF001
+    store["k"] = [1]  # opens partition 0's database
+    epoch = store.epoch
+    store.apply_changelog_batch([changelog_event(2, 1, "j", [2])], to_key=lambda k: k, to_value=lambda v: v)
+    assert store.get("j") == [2]
+    assert store.epoch == epoch + 1  # partition 2's database was opened, not just written
+    store.apply_changelog_batch([changelog_event(2, 2, "j", [3])], to_key=lambda k: k, to_value=lambda v: v)
+    assert store.epoch == epoch + 1
+    store.revoke_partitions(store.table, {TP("x-changelog", 2)})
+    assert store.epoch == epoch + 2
