@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -10,12 +11,13 @@ from typing import Any
 
 import faust
 import orjson
+from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
 from schemas import DeadLetter, RejectReason, encode
 from streams import metrics
 from streams.settings import Settings
 
-__all__ = ["DeadLetterSink", "RecordOrigin", "plausible_tenant", "record_origin", "salvage"]
+__all__ = ["DeadLetterSink", "RecordOrigin", "plausible_tenant", "record_origin", "salvage", "salvaged_tenant"]
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +42,18 @@ def salvage(raw: bytes | None, *fields: str) -> dict[str, str]:
     return {f: v for f in fields if isinstance(v := obj.get(f), str) and 0 < len(v) <= 128}
 
 
-#: A tenant id has at most this many characters (schemas.base.TenantId).
-_TENANT_MAX = 64
+#: What a tenant id looks like (schemas.base.TenantId).
+_TENANT = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
 def plausible_tenant(value: str | None) -> str | None:
-    """A salvaged tenant, if it could be one by its length; else None (a longer one names no tenant)."""
-    return value if value and len(value) <= _TENANT_MAX else None
+    """A salvaged tenant, if it could be one; else None (a dead letter then names no tenant)."""
+    return value if value and _TENANT.fullmatch(value) else None
+
+
+def salvaged_tenant(raw: bytes | None) -> str | None:
+    """The tenant a rejected message names, if it could be one (see :func:`plausible_tenant`)."""
+    return plausible_tenant(salvage(raw, "tenant").get("tenant"))
 
 
 @dataclass
@@ -80,11 +87,14 @@ class DeadLetterSink:
             value_serializer="raw",
         )
         self.counts: Counter[str] = Counter()
+        #: Back-off between attempts to send a dead letter (tests shorten it).
+        self.retry_wait: Any = wait_exponential(multiplier=0.5, max=10)
 
     async def send(
         self, message: Any, reason: RejectReason, detail: str, tenant: str | None = None
     ) -> None:
-        """Dead-letter ``message`` (a ``faust.types.Message``)."""
+        """Dead-letter ``message`` (a ``faust.types.Message``); returns once the producer has the letter,
+        trying again with back-off for as long as the broker refuses it."""
         raw = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
         key = message.key if isinstance(message.key, bytes) or message.key is None else bytes(message.key)
         letter = DeadLetter.keeping(
@@ -103,11 +113,17 @@ class DeadLetterSink:
         self.counts[reason] += 1
         metrics.DEAD_LETTERS.labels(self.agent, reason).inc()
         log.info("dead letter from %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
-        try:
-            await self.topic.send(key=key[:1024] if key else None, value=encode(letter))
-        except Exception:  # the worker must go on; the log names the message's origin
-            self.counts["dead_letter_send_failed"] += 1
-            log.exception(
-                "could not dead-letter %s[%d]@%d (%s); the original stays at that offset",
-                message.topic, message.partition, message.offset, reason,
-            )
+        value = encode(letter)
+
+        def failed(state: RetryCallState) -> None:
+            self.counts["dead_letter_send_retries"] += 1
+            log.warning("could not dead-letter %s[%d]@%d (%s), attempt %d: %s; retrying, the agent waits",
+                        message.topic, message.partition, message.offset, reason, state.attempt_number,
+                        state.outcome.exception() if state.outcome is not None else "?")
+
+        # Until it is handed to the producer: the caller then acknowledges the message, and were the dead
+        # letter dropped, its bytes would be gone with it. The only failures here are the broker's (a dead
+        # letter is bounded in size), and while it is away the agent could not go on anyway.
+        async for attempt in AsyncRetrying(wait=self.retry_wait, before_sleep=failed, reraise=True):
+            with attempt:
+                await self.topic.send(key=key[:1024] if key else None, value=value)

@@ -24,7 +24,7 @@ from schemas.topics import TOPICS
 from schemas.interactions import Bucket
 from streams import analytics
 from streams.batching import as_current
-from streams.deadletters import DeadLetterSink, plausible_tenant, salvage
+from streams.deadletters import DeadLetterSink, salvaged_tenant
 from streams.dedupe import BatchedDedupe
 from streams.logloss import LogLossWatch
 from streams.settings import Settings
@@ -91,7 +91,7 @@ class LearningPipeline:
                     it = decode(AttributedInteraction, message.value or b"")
                 except DecodeError as err:
                     self.stats.rejected += 1
-                    tenant = plausible_tenant(salvage(message.value, "tenant").get("tenant"))
+                    tenant = salvaged_tenant(message.value)
                     await self.dead.send(message, err.reason, err.detail, tenant=tenant)
                     continue
                 anchors[message.partition] = event

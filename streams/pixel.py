@@ -15,7 +15,7 @@ from schemas.topics import TOPICS
 from streams import metrics
 from streams.attribution_stage import AttributionStage
 from streams.batching import as_current
-from streams.deadletters import DeadLetterSink, plausible_tenant, salvage
+from streams.deadletters import DeadLetterSink, salvaged_tenant
 from streams.dedupe import BatchedDedupe
 from streams.logloss import LogLossWatch
 from streams.privacy import ForgetList
@@ -164,7 +164,7 @@ class PixelPipeline:
         try:
             record = decode(SearchLog, message.value or b"")
         except DecodeError as err:
-            await self.dead.send(message, err.reason, err.detail, tenant=salvage(message.value, "tenant").get("tenant"))
+            await self.dead.send(message, err.reason, err.detail, tenant=salvaged_tenant(message.value))
             return None
         return record if record.session_id is not None else None
 
@@ -176,7 +176,7 @@ class PixelPipeline:
             ev = self.validator.check(message.value, now_ms=now_ms, broker_ts_ms=broker_ts)
         except DecodeError as err:
             self.stats.rejected += 1
-            tenant = plausible_tenant(salvage(message.value, "tenant").get("tenant"))
+            tenant = salvaged_tenant(message.value)
             await self.dead.send(message, err.reason, err.detail, tenant=tenant)
             return None
         if self.forget is not None and self.forget.is_forgotten(ev.tenant, ev.user_id):

@@ -18,7 +18,7 @@ import faust
 
 from schemas import DecodeError, ForgetUser, decode, encode
 from streams.attribution import user_hasher
-from streams.deadletters import DeadLetterSink, record_origin, salvage
+from streams.deadletters import DeadLetterSink, record_origin, salvaged_tenant
 from streams.follow import TopicFollower
 from streams.settings import Settings
 
@@ -81,7 +81,7 @@ class ForgetList:
                 raise DecodeError("invalid_value", "key must be tenant:user_key — use `shoprank forget-user`")
         except DecodeError as err:
             await self.dead.send(record_origin(rec), err.reason, err.detail,
-                                 tenant=salvage(rec.value, "tenant").get("tenant"))
+                                 tenant=salvaged_tenant(rec.value))
             return
         if request.tenant in self.tenants:
             self.forgotten.add((request.tenant, request.user_key))

@@ -31,7 +31,7 @@ import faust
 from aiokafka import AIOKafkaConsumer
 
 from schemas import DecodeError, MerchandisingRule, decode
-from streams.deadletters import DeadLetterSink, record_origin, salvage
+from streams.deadletters import DeadLetterSink, record_origin, salvaged_tenant
 from streams.follow import TopicFollower, caught_up, partitions_of
 from streams.kafka import end_offsets
 from streams.settings import Settings
@@ -141,7 +141,7 @@ class RuleBook:
             outcome, tenant = self.log.apply(rec.key, rec.value)
         except DecodeError as err:
             await self.dead.send(record_origin(rec), err.reason, err.detail,
-                                 tenant=salvage(rec.value, "tenant").get("tenant"))
+                                 tenant=salvaged_tenant(rec.value))
             return
         if outcome in ("stored", "deleted", "tombstone") and tenant is not None:
             # Replaced, never mutated: a search thread may be iterating the old tuple right now.

@@ -387,7 +387,7 @@ class SearchPipeline:
         original bytes, topic, partition and offset). The others may be answered twice: clients match
         replies by request id. Broker trouble (a Kafka error not caused by one record) is no reason to
         set requests aside: it reaches the consumer, which reconnects and reads the batch again. A dead
-        letter that cannot be sent is logged with the record's origin by the sink, as in every agent.
+        letter the broker refuses is sent again by the sink until it is taken, as in every agent.
         """
         try:
             await self.handle(records)
@@ -468,7 +468,7 @@ class SearchPipeline:
             tenant = plausible_tenant(ident.get("tenant"))
             if "request_id" not in ident or tenant is None:  # nobody to answer: keep it with the reason
                 self.stats.dead_lettered += 1
-                await self.dead.send(message, err.reason, err.detail, tenant=ident.get("tenant"))
+                await self.dead.send(message, err.reason, err.detail, tenant=tenant)
                 return None
             request_id = ident["request_id"]
             self.stats.errors += 1

@@ -89,3 +89,4 @@ def test_resources_are_built_once_even_from_racing_threads(tmp_path, model_dir) 
     assert len(got) == 4 and all(s is got[0] for s in got)
     assert res.indexer.store is res.searcher.store is got[0]
     res.close()
+
