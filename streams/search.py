@@ -210,6 +210,7 @@ class _RequestConsumer(mode.Service):
         self.kafka = settings.kafka
         self.consumer: AIOKafkaConsumer | None = None
         self._answered: dict[TopicPartition, int] = {}  # next offset to commit, per partition
+        self._check = AssignmentCheck()
         self._committed_at = 0.0
 
     def partitions(self) -> set[TopicPartition]:
@@ -219,7 +220,9 @@ class _RequestConsumer(mode.Service):
 
     @property
     def assigned(self) -> bool:
-        return bool(self.partitions())
+        """Holds search request partitions, or is a spare: a member of a group with more members than
+        partitions, which serves the gateway's searches and takes partitions over when a member leaves."""
+        return bool(self.partitions()) or (self.consumer is not None and self._check.spare)
 
     @mode.Service.task
     async def _run(self) -> None:
@@ -227,7 +230,7 @@ class _RequestConsumer(mode.Service):
 
     async def _consume(self) -> None:
         kafka = self.kafka
-        check = AssignmentCheck()  # a stale assignment from the broker ends this consumer: a new one joins
+        check = self._check = AssignmentCheck()  # a stale assignment from the broker ends this consumer: a new one joins
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False,
             partition_assignment_strategy=(check.assignor,),

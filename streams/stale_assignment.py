@@ -13,6 +13,11 @@ When this consumer was the leader of a group of one, computed partitions for its
 none, the broker served a stale assignment: :meth:`AssignmentCheck.raise_if_stale` then raises
 :class:`StaleAssignmentError`, and the consumer's owner starts a new consumer, which joins as a new member.
 A consumer of a larger group is left alone: with more members than partitions, holding none is normal.
+
+The leader also tells every member, in the assignment's user data, how many members and partitions the
+group has: a member handed nothing while the group's partitions went to others is a *spare*
+(:attr:`AssignmentCheck.spare`), ready to serve the gateway's searches and to take partitions over,
+rather than a consumer whose topic is missing.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import orjson
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 __all__ = ["AssignmentCheck", "StaleAssignmentError"]
 
@@ -32,15 +39,33 @@ class StaleAssignmentError(RuntimeError):
 
 
 class _RecordingAssignor(RoundRobinPartitionAssignor):
-    """Round robin, remembering the last assignment made (per subclass: see :class:`AssignmentCheck`)."""
+    """Round robin, remembering the last assignment made and the last one received (per subclass: see
+    :class:`AssignmentCheck`); each assignment carries the group's size in its user data."""
 
     last: dict[str, Any] | None = None
+    received: Any = None
 
     @classmethod
     def assign(cls, cluster: Any, member_metadata: dict[str, Any]) -> dict[str, Any]:
         made: dict[str, Any] = super().assign(cluster, member_metadata)
+        partitions = sum(len(parts) for a in made.values() for _, parts in a.assignment)
+        note = orjson.dumps({"members": len(made), "partitions": partitions})
+        made = {member: ConsumerProtocolMemberAssignment(a.version, a.assignment, note) for member, a in made.items()}
         cls.last = made
         return made
+
+    @classmethod
+    def on_assignment(cls, assignment: Any) -> None:
+        cls.received = assignment
+
+
+def _group_note(assignment: Any) -> dict[str, int]:
+    """The group's size as its leader wrote it into ``assignment`` ({} from a leader that did not)."""
+    try:
+        note = orjson.loads(assignment.user_data or b"{}")
+    except (orjson.JSONDecodeError, AttributeError):
+        return {}
+    return note if isinstance(note, dict) else {}
 
 
 class AssignmentCheck:
@@ -48,11 +73,17 @@ class AssignmentCheck:
 
     def __init__(self) -> None:
         # aiokafka calls assignors through the class: a subclass of our own keeps this consumer's record apart.
-        self.assignor: type[_RecordingAssignor] = type("RecordingRoundRobin", (_RecordingAssignor,), {"last": None})
+        self.assignor: type[_RecordingAssignor] = type("RecordingRoundRobin", (_RecordingAssignor,),
+                                                       {"last": None, "received": None})
         self.stale: str | None = None
+        #: The last join handed this consumer nothing because the group's partitions all went to others.
+        self.spare = False
 
     def assigned(self, assigned: Any) -> None:
         """Called with what the join handed this consumer (its rebalance listener's ``on_partitions_assigned``)."""
+        received, self.assignor.received = self.assignor.received, None
+        note = _group_note(received) if received is not None else {}
+        self.spare = not assigned and note.get("partitions", 0) > 0 and note.get("members", 0) > 1
         made, self.assignor.last = self.assignor.last, None
         if made is None or len(made) != 1 or assigned:
             return  # not the leader this time, a group of several, or something was assigned

@@ -49,3 +49,43 @@ def test_the_search_consumer_reads_its_topic_created_after_it_joined(
 
     partitions = asyncio.run(run())  # within 30 s of the topic's creation
     assert sorted(tp.partition for tp in partitions) == list(range(TOPICS["search-requests"].partitions)), partitions
+
+
+def test_a_worker_beyond_the_partition_count_is_a_ready_spare(broker: EmbeddedBroker, no_autocreate: None) -> None:
+    # Five workers, four search request partitions: the fifth holds none, which is not a fault. It still
+    # answers the gateway's searches and takes partitions over when a worker leaves; /readyz said 503.
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    settings = load_settings(tenants=("demo",), kafka={
+        "bootstrap": broker.bootstrap, "topic_prefix": prefix, "search_metadata_max_age_s": 1.0,
+        "rebalance_timeout_s": 2.0, "session_timeout_s": 6.0, "heartbeat_interval_s": 0.5,
+    })
+    spec = TOPICS["search-requests"]
+
+    async def run() -> list[tuple[bool, bool, set[Any]]]:
+        topic = settings.topic("search-requests")
+        await create_missing(broker.bootstrap, [new_topic(spec, topic, settings.kafka.retention_ms)])
+        members = [_RequestConsumer(None, settings, broker.bootstrap) for _ in range(spec.partitions + 1)]  # type: ignore[arg-type]
+        tasks = [asyncio.create_task(reconnecting(m._consume, m.topic, 1.0)) for m in members]
+
+        def settled() -> bool:
+            held = [m.partitions() for m in members]
+            return (all(m.assigned for m in members) and sum(map(len, held)) == spec.partitions
+                    and len(set().union(*held)) == spec.partitions)
+
+        try:
+            deadline = time.monotonic() + 60
+            while not settled() and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            return [(m.assigned, m._check.spare, m.partitions()) for m in members]
+        finally:
+            for m in members:
+                m._stopped.set()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    states = asyncio.run(run())
+    assert all(ready for ready, _, _ in states), states
+    assert sorted(len(held) for _, _, held in states) == [0] + [1] * spec.partitions, states
+    assert [spare for _, spare, held in states if not held] == [True], states
+    assert not any(spare for _, spare, held in states if held), states
