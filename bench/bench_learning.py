@@ -8,7 +8,9 @@ In one run, on one embedded (Tansu) broker, with the same seeded session traffic
 - one shoprank worker: validation, dedupe, per-search attribution, interactions topic, the learning
   agent (dedupe, analytics totals, ranker update when a ranker is configured), timed from the first
   message produced to the moment every tenant's totals equal the generator's ground truth;
-- two shoprank workers in one consumer group, same traffic on fresh topics (scaling ratio);
+- two shoprank workers in one consumer group, same traffic on fresh topics (scaling ratio); then the
+  same without standby replicas (``SHOPRANK_WORKER_STANDBY_REPLICAS=0``), whose changelog replay is what
+  two workers on one 2-core machine spend the difference on;
 - a ceiling: a bare Faust relay (``bare_faust.py relay``) that publishes each pixel message again and
   reads it back in the same app, as the worker publishes each attributed interaction to the
   interactions topic (re-keyed by tenant, so that one tenant's ranker learns in one place) and reads it
@@ -89,14 +91,14 @@ def _totals(workers: list[WorkerProcess], tenants: list[str]) -> dict[str, dict[
 
 
 def _shoprank(broker: EmbeddedBroker, traffic: SessionTraffic, tenants: list[str], workers_n: int,
-              workdir: Path, timeout_s: float) -> tuple[float, float, bool]:
+              workdir: Path, timeout_s: float, env: dict[str, str] | None = None) -> tuple[float, float, bool]:
     """(messages/s, seconds, totals exact) with ``workers_n`` workers in one group."""
     prefix = f"b{uuid.uuid4().hex[:6]}."
     asyncio.run(ensure_topics(broker.bootstrap, prefix))
     workers = [
         WorkerProcess(broker.bootstrap, topic_prefix=prefix, app_id="bench-learn", tenants=",".join(tenants),
                       data_dir=workdir / f"{prefix}{i}", log_path=workdir / f"{prefix}{i}.log",
-                      extra_env={"SHOPRANK_STORE_DIR": str(workdir / f"{prefix}{i}" / "index")})
+                      extra_env={"SHOPRANK_STORE_DIR": str(workdir / f"{prefix}{i}" / "index"), **(env or {})})
         for i in range(workers_n)
     ]
     try:
@@ -156,6 +158,10 @@ def main() -> int:
             console.print(f"  one worker: {fmt(one)} messages/s over {one_s:.1f} s, totals {'exact' if one_ok else 'WRONG'}")
             two, two_s, two_ok = _shoprank(broker, traffic, tenants, 2, workdir, args.timeout)
             console.print(f"  two workers: {fmt(two)} messages/s over {two_s:.1f} s, totals {'exact' if two_ok else 'WRONG'}")
+            bare2, bare2_s, bare2_ok = _shoprank(broker, traffic, tenants, 2, workdir, args.timeout,
+                                                 {"SHOPRANK_WORKER_STANDBY_REPLICAS": "0"})
+            console.print(f"  two workers, no standby replicas: {fmt(bare2)} messages/s over {bare2_s:.1f} s, "
+                          f"totals {'exact' if bare2_ok else 'WRONG'}")
         finally:
             broker.stop()
     table = Table(title=BENCHMARK)
@@ -165,6 +171,8 @@ def main() -> int:
     table.add_row("bare Faust relay (two hops, no work)", fmt(relay), f"{relay / bare:.2f}", "-")
     table.add_row("1 worker", fmt(one), f"{one / bare:.2f}", "exact" if one_ok else "WRONG")
     table.add_row("2 workers", fmt(two), f"{two / bare:.2f} ({two / one:.2f}× one)", "exact" if two_ok else "WRONG")
+    table.add_row("2 workers, no standby replicas", fmt(bare2), f"{bare2 / bare:.2f} ({bare2 / one:.2f}× one)",
+                  "exact" if bare2_ok else "WRONG")
     console.print(table)
     if not args.no_record:
         note = (f"{args.sessions} sessions, {n} messages ({traffic.pixel_events} pixel events + search logs), "
@@ -176,9 +184,12 @@ def main() -> int:
             Row("messages/s through attribution + learning, 1 worker (vs bare Faust agent)", one, bare,
                 f"{note}; totals {'exact' if one_ok else 'WRONG'}"),
             Row("messages/s through attribution + learning, 2 workers (vs 1 worker)", two, one,
-                f"{note}; totals {'exact' if two_ok else 'WRONG'}"),
+                f"{note}; one standby replica per table partition (the default); totals {'exact' if two_ok else 'WRONG'}"),
+            Row("messages/s through attribution + learning, 2 workers, no standby replicas (vs 1 worker)", bare2, one,
+                f"{note}; SHOPRANK_WORKER_STANDBY_REPLICAS=0: neither worker replays the other's changelogs; "
+                f"totals {'exact' if bare2_ok else 'WRONG'}"),
         ])
-    return 0 if one_ok and two_ok else 1
+    return 0 if one_ok and two_ok and bare2_ok else 1
 
 
 if __name__ == "__main__":

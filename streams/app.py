@@ -84,6 +84,7 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
         # waited for a produce round trip inside the search agent's loop.
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
         producer_linger=kafka.producer_linger_ms / 1000,
+        table_standby_replicas=worker.standby_replicas,
         web_enabled=True,
         web_bind=worker.web_host,
         web_host=worker.web_host,

@@ -90,3 +90,14 @@ def test_resources_are_built_once_even_from_racing_threads(tmp_path, model_dir) 
     assert res.indexer.store is res.searcher.store is got[0]
     res.close()
 
+
+
+def test_standby_replicas_reach_faust(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from streams.app import create_app
+
+    monkeypatch.setenv("SHOPRANK_WORKER_STANDBY_REPLICAS", "0")
+    settings = load_settings(tenants=("demo",), worker={"data_dir": tmp_path})
+    shop = create_app(settings, "127.0.0.1:1")  # built, not started: no broker needed
+    assert shop.faust.conf.table_standby_replicas == 0
+    assert create_app(load_settings(tenants=("demo",), worker={"data_dir": tmp_path / "b", "standby_replicas": 2}),
+                      "127.0.0.1:1").faust.conf.table_standby_replicas == 2
