@@ -230,7 +230,8 @@ class _RequestConsumer(mode.Service):
 
     async def _consume(self) -> None:
         kafka = self.kafka
-        check = self._check = AssignmentCheck()  # a stale assignment from the broker ends this consumer: a new one joins
+        # A stale assignment from the broker ends this consumer: a new one joins.
+        check = self._check = AssignmentCheck()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False,
             partition_assignment_strategy=(check.assignor,),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -92,7 +93,7 @@ def test_resources_are_built_once_even_from_racing_threads(tmp_path, model_dir) 
 
 
 
-def test_standby_replicas_reach_faust(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_standby_replicas_reach_faust(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from streams.app import create_app
 
     monkeypatch.setenv("SHOPRANK_WORKER_STANDBY_REPLICAS", "0")
