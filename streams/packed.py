@@ -200,7 +200,7 @@ class PackedRecords:
             if key not in records and (value := self.get(key)) is not None:
                 pack[key] = value
         held = set(pack)
-        self._current_values()
+        self._current_values()  # a moved epoch empties the cache now, not after this pack's values are in it
         stored: list[tuple[str, list[Any]]] = []
         for key, value in records.items():
             before = self._owner.get(key)

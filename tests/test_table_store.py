@@ -33,16 +33,25 @@ def changelog_event(partition: int, offset: int, key: str, value: Any) -> _Event
     return _Event(raw, key, value)
 
 
+def table_data(store_url: str, datadir: Path, app_id: str = "t") -> Any:
+    """The store of a 4-partition table "x", as a worker's app with ``store_url`` builds it under ``datadir``."""
+    table_store.install()
+    app = faust.App(f"{app_id}-{datadir.name}", broker="kafka://127.0.0.1:1", store=store_url, datadir=str(datadir))
+    return app.Table("x", default=None, partitions=4, options=table_options(store_url)).data
+
+
+def in_partition(store: Any, partition: int) -> None:
+    """Make an event of ``partition`` current: writes go to the current event's partition."""
+    event = _Event(_Message(partition))
+    faust_streams._current_event.set(weakref.ref(event))  # noqa: SLF001 - what streams.batching.as_current does
+    store.keep_alive = event  # the context holds the event weakly
+
+
 @pytest.fixture(params=["rocksdb://", "memory://"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    table_store.install()
-    app = faust.App(f"t-{tmp_path.name}", broker="kafka://127.0.0.1:1", store=request.param, datadir=str(tmp_path))
-    table = app.Table("x", default=None, partitions=4, options=table_options(request.param))
-    event = _Event(_Message(1))
-    faust_streams._current_event.set(weakref.ref(event))  # noqa: SLF001 - writes go to the current event's partition
-    store = table.data
-    store.keep_alive = event
-    return store
+    data = table_data(request.param, tmp_path)
+    in_partition(data, 1)
+    return data
 
 
 def test_packs_are_expanded_into_their_records_on_recovery(store: Any) -> None:
@@ -84,11 +93,8 @@ def test_get_many_reads_like_get_present_and_absent_alike(store: Any) -> None:
 
 
 def test_a_read_that_races_a_write_keeps_nothing_stale(tmp_path: Path) -> None:
-    table_store.install()
-    app = faust.App(f"t-{tmp_path.name}", broker="kafka://127.0.0.1:1", store="rocksdb://", datadir=str(tmp_path))
-    store = app.Table("x", default=None, partitions=4, options=table_options("rocksdb://")).data
-    event = _Event(_Message(0))
-    faust_streams._current_event.set(weakref.ref(event))  # noqa: SLF001
+    store = table_data("rocksdb://", tmp_path)
+    in_partition(store, 0)
     store["k"] = [1]
     read = store._get_bucket_for_key  # noqa: SLF001
 
@@ -115,19 +121,14 @@ def test_set_many_writes_like_setitem_and_reads_see_it(store: Any, tmp_path: Pat
         assert store._key_index[store._encode_key("eng|a")] == 1  # noqa: SLF001
         for db in store._dbs.values():  # noqa: SLF001 - as a stopping worker closes them
             db.close()
-        again = faust.App(f"t2-{tmp_path.name}", broker="kafka://127.0.0.1:1", store="rocksdb://",
-                          datadir=str(tmp_path))
-        reopened = again.Table("x", default=None, partitions=4, options=table_options("rocksdb://")).data
+        reopened = table_data("rocksdb://", tmp_path, app_id="t2")
         reopened._db_for_partition(1)  # noqa: SLF001 - Faust opens a partition's database when it is assigned
         assert reopened.get("é|c") == [1, 0, [3.0]]
 
 
 def test_the_epoch_moves_when_partitions_change_not_on_standby_records(tmp_path: Path) -> None:
-    table_store.install()
-    app = faust.App(f"t-{tmp_path.name}", broker="kafka://127.0.0.1:1", store="rocksdb://", datadir=str(tmp_path))
-    store = app.Table("x", default=None, partitions=4, options=table_options("rocksdb://")).data
-    event = _Event(_Message(0))
-    faust_streams._current_event.set(weakref.ref(event))  # noqa: SLF001
+    store = table_data("rocksdb://", tmp_path)
+    in_partition(store, 0)
     store["k"] = [1]  # opens partition 0's database
     epoch = store.epoch
     store.apply_changelog_batch([changelog_event(2, 1, "j", [2])], to_key=lambda k: k, to_value=lambda v: v)
