@@ -78,12 +78,12 @@ def _bare_faust(bootstrap: str, prefix: str, n: int, mode: str = "count", relaye
 
 
 def _totals(workers: list[WorkerProcess], tenants: list[str]) -> dict[str, dict[str, float]]:
-    """Learning-bucket totals per tenant, summed over workers (each reports the partitions it holds)."""
+    """Learning-bucket totals per tenant, summed over workers (each reports the partitions it processes)."""
     out: dict[str, dict[str, float]] = {}
     for t in tenants:
         acc: dict[str, float] = {}
         for w in workers:
-            for k, v in w.get(f"/v1/analytics/{t}")["buckets"].get("learning", {}).items():
+            for k, v in w.get(f"/v1/analytics/{t}?partitions=active")["buckets"].get("learning", {}).items():
                 if isinstance(v, (int, float)) and v is not None:
                     acc[k] = acc.get(k, 0) + v
         out[t] = acc

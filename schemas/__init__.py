@@ -7,6 +7,7 @@ from schemas.exceptions import DecodeError, RejectReason, ShoprankError
 from schemas.interactions import OUTCOMES, AttributedInteraction, LoggedItem, Outcome, SearchLog
 from schemas.pixel import EVENT_TYPES, EventType, PixelEvent
 from schemas.privacy import ForgetUser
+from schemas.ranker import LinearModelState, RankerSnapshot
 from schemas.rules import MerchandisingRule, RuleTarget
 from schemas.search import RankedItem, SearchError, SearchFilters, SearchRequest, SearchResult
 from schemas.topics import TOPICS, TopicSpec, topic_spec
@@ -31,6 +32,8 @@ __all__ = [
     "Outcome",
     "SearchLog",
     "ForgetUser",
+    "LinearModelState",
+    "RankerSnapshot",
     "MerchandisingRule",
     "RuleTarget",
     "RankedItem",

@@ -12,6 +12,7 @@ from schemas.deadletter import DeadLetter
 from schemas.interactions import AttributedInteraction, SearchLog
 from schemas.pixel import PixelEvent
 from schemas.privacy import ForgetUser
+from schemas.ranker import RankerSnapshot
 from schemas.rules import MerchandisingRule
 from schemas.search import SearchRequest, SearchResult
 
@@ -19,7 +20,7 @@ __all__ = ["TopicSpec", "TOPICS", "TopicName", "topic_spec"]
 
 TopicName = Literal[
     "catalogue", "search-requests", "search-results", "pixel", "searches", "interactions", "rules", "privacy",
-    "dead-letters",
+    "rankers", "dead-letters",
 ]
 
 
@@ -85,6 +86,10 @@ TOPICS: dict[TopicName, TopicSpec] = {
         TopicSpec(
             "privacy", ForgetUser, "tenant:user_key", _join("tenant", "user_key"), 1, compacted=True,
             description="Shoppers to forget: every worker drops their events from then on.",
+        ),
+        TopicSpec(
+            "rankers", RankerSnapshot, "tenant", _join("tenant"), 1, compacted=True,
+            description="Each tenant's learned ranker, published by the worker that learns it for all the others.",
         ),
         TopicSpec(
             "dead-letters", DeadLetter, "source key, or none", lambda v: None, 1,

@@ -21,6 +21,7 @@ from streams.logloss import LogLossWatch
 from streams.pixel import PixelPipeline
 from streams.privacy import ForgetList
 from streams.packed import PackedRecords
+from streams.ranker_share import RankerShare
 from streams.ranking import ENGAGEMENT_PREFIX, RankerHub
 from streams.resources import Resources
 from streams.rules import RuleBook
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: How often a worker checks that shoprank's topics exist (they vanish with a broker's lost log).
 _TOPIC_CHECK_S = 5.0
+#: How often standby table partitions take the changelog records read for them (streams.app below).
+_STANDBY_APPLY_S = 0.5
 
 
 @dataclass
@@ -52,6 +55,7 @@ class ShoprankApp:
     learning: LearningPipeline
     rules: RuleBook
     rankers: RankerHub
+    ranker_share: RankerShare
     forget: ForgetList
     swaps: SwapManager
 
@@ -109,6 +113,7 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
         learning=learning,
         rules=rules,
         rankers=hub,
+        ranker_share=RankerShare(app, settings, bootstrap, hub),  # the learner's models, for every worker
         forget=forget,
         swaps=SwapManager(app, settings, resources),
     )
@@ -120,6 +125,19 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
     @app.on_before_shutdown.connect
     async def save_rankers(app: faust.App, **_: Any) -> None:
         hub.checkpoint()
+        await shop.ranker_share.publish_soon("shutdown")
+
+    @app.timer(_STANDBY_APPLY_S, name="standby-apply")
+    async def apply_standby_records() -> None:
+        """Apply the changelog records read for standby partitions so far.
+
+        Faust holds them until a table has 1,000 (its ``standby_buffer_size``), so at a small shop's pace
+        another worker's copy of the engagement counters and analytics totals lagged for hours (seen:
+        none of a tenant's totals on the second of two workers).
+        """
+        recovery = app.tables.recovery
+        if not recovery.in_recovery and any(recovery.buffers.values()):
+            recovery.flush_buffers()
 
     ours = spec_topics(kafka.topic_prefix, retention_ms=kafka.retention_ms)
 

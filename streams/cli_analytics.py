@@ -38,7 +38,11 @@ def analytics(tenant: str, url: str, as_json: bool, key: str | None) -> None:
         click.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
         return
     buckets = body.get("buckets", {})
-    table = Table(title=f"analytics for {tenant} (partitions held by this worker)", title_justify="left")
+    held = body.get("partitions", {})
+    scope = "" if held.get("complete", True) else (
+        f" (partitions {', '.join(map(str, held.get('held', [])))} of {held.get('of')}: this worker holds no copy of "
+        "the others; ask another worker, or run one standby replica per worker)")
+    table = Table(title=f"analytics for {tenant}{scope}", title_justify="left")
     table.add_column("metric")
     for bucket in ("learning", "control"):
         table.add_column(bucket, justify="right")

@@ -147,20 +147,31 @@ class LearningPipeline:
         self._since_purge += n
         if self._since_purge >= _PURGE_EVERY:
             self._since_purge = 0
-            self.dedupe.purge(now_ms, self._active_partitions(), anchors)
+            self.dedupe.purge(now_ms, self.active_partitions(), anchors)
 
-    def _active_partitions(self) -> set[int]:
+    def active_partitions(self) -> set[int]:
         """Partitions of the interactions topic this worker processes (not its standby copies)."""
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.topic_name}
 
-    def by_bucket(self, tenant: str) -> dict[str, dict[str, float]]:
-        """Totals per bucket for ``tenant``, summed over the partitions this worker processes.
+    def held_partitions(self) -> set[int]:
+        """Partitions whose totals this worker has: those it processes and its standby copies of the others.
+
+        A tenant's interactions are keyed by tenant, so its totals sit in one partition; with standby
+        replicas every worker of two holds all of them, and any worker answers a tenant's analytics.
+        """
+        changelog = self.state.changelog_topic.get_topic_name()
+        standbys = {tp.partition for tp in self.app.assignor.assigned_standbys() if tp.topic == changelog}
+        return self.active_partitions() | standbys
+
+    def by_bucket(self, tenant: str, partitions: set[int] | None = None) -> dict[str, dict[str, float]]:
+        """Totals per bucket for ``tenant``, summed over ``partitions`` (default: those this worker holds).
 
         Looked up by key, not by scanning the table: it also holds every dedupe record.
         """
         parts: dict[str, list[dict[str, float]]] = {}
+        held = self.held_partitions() if partitions is None else partitions
         for bucket in get_args(Bucket):
-            for partition in sorted(self._active_partitions()):
+            for partition in sorted(held):
                 totals = self.state.get(f"totals|{tenant}|{bucket}|{partition}")
                 if totals:
                     parts.setdefault(bucket, []).append({k: v for k, v in totals.items() if k != _WATERMARK})

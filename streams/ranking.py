@@ -8,21 +8,28 @@ every few seconds and on shutdown. Models learn from interactions the learning a
 deduplicated, so a replay after a crash is not learned twice; what was learned after the last
 checkpoint and before a crash is relearned only if its offsets were not yet committed (the checkpoint
 interval bounds what an online model can forget).
+
+Only the worker holding a tenant's ``interactions`` partition learns its model; the others serve the
+snapshots it publishes (streams.ranker_share), adopting one when it has learned more than their own copy.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, MutableMapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from models.ranker import Engagement, Objective, OnlineRanker, RankerConfig
-from schemas import AttributedInteraction
+from schemas import AttributedInteraction, RankerSnapshot
 from streams.packed import Records
 from streams.settings import Settings
 
-__all__ = ["ENGAGEMENT_PREFIX", "RankerHub"]
+__all__ = ["ENGAGEMENT_PREFIX", "AdoptOutcome", "RankerHub"]
+
+#: What became of a snapshot read from the rankers topic.
+AdoptOutcome = Literal["adopted", "not_newer", "other_model", "other_tenant"]
 
 #: Engagement records' keys in the learning agent's table: ``eng|<tenant>|<Engagement key>``.
 ENGAGEMENT_PREFIX = "eng|"
@@ -101,6 +108,11 @@ class RankerHub:
         self._rankers: dict[str, OnlineRanker] = {}
         self._views: dict[str, _TenantView] = {}
         self._saved_at: dict[str, int] = {}
+        #: The updates of the last snapshot of each tenant this worker published or adopted.
+        self._shared_at: dict[str, int] = {}
+        #: The most updates of any snapshot of each tenant read from the rankers topic.
+        self._topic_high: dict[str, int] = {}
+        self._building = threading.Lock()  # search threads and the event loop both build rankers on first use
 
     def config_for(self, tenant: str) -> RankerConfig:
         return RankerConfig(
@@ -119,6 +131,13 @@ class RankerHub:
             return None
         ranker = self._rankers.get(tenant)
         if ranker is None:
+            with self._building:
+                return self._build(tenant)
+        return ranker
+
+    def _build(self, tenant: str) -> OnlineRanker:
+        ranker = self._rankers.get(tenant)
+        if ranker is None:  # built once: a snapshot adopted into a second copy would be lost with it
             view = self._views[tenant] = _TenantView(self.records, f"{ENGAGEMENT_PREFIX}{tenant}|")
             engagement = Engagement(view, half_life_ms=self.settings.half_life_days * 86_400_000)
             path = self.path(tenant)
@@ -131,6 +150,8 @@ class RankerHub:
             ranker = ranker or OnlineRanker(config, engagement)
             self._rankers[tenant] = ranker
             self._saved_at[tenant] = ranker.updates
+            # A model restored from this worker's own checkpoint is not news: only what it learns next is.
+            self._shared_at[tenant] = ranker.updates
         return ranker
 
     def learn(self, interactions: list[AttributedInteraction]) -> None:
@@ -157,6 +178,34 @@ class RankerHub:
                 self._saved_at[tenant] = ranker.updates
                 saved += 1
         return saved
+
+    def snapshots_due(self, worker: str, now_ms: int) -> list[RankerSnapshot]:
+        """Snapshots of the models that learned here since they were last shared.
+
+        Only a model ahead of everything read from the topic is published: the topic is compacted, so a
+        snapshot behind the newest one could be all that a worker starting later finds.
+        """
+        return [ranker.snapshot(tenant, worker=worker, now_ms=now_ms) for tenant, ranker in list(self._rankers.items())
+                if ranker.updates != self._shared_at.get(tenant) and ranker.updates > self._topic_high.get(tenant, 0)]
+
+    def shared(self, snapshot: RankerSnapshot) -> None:
+        """``snapshot`` is on its way to the topic."""
+        self._shared_at[snapshot.tenant] = snapshot.updates
+        self._topic_high[snapshot.tenant] = max(snapshot.updates, self._topic_high.get(snapshot.tenant, 0))
+
+    def adopt(self, snapshot: RankerSnapshot) -> AdoptOutcome:
+        """Serve ``snapshot`` if it is newer than this worker's model of its tenant (read from the topic)."""
+        if not self.settings.enabled or snapshot.tenant not in self.tenants:
+            return "other_tenant"
+        self._topic_high[snapshot.tenant] = max(snapshot.updates, self._topic_high.get(snapshot.tenant, 0))
+        ranker = self.get(snapshot.tenant)
+        assert ranker is not None
+        if snapshot.model != ranker.name:
+            return "other_model"
+        if not ranker.adopt(snapshot):
+            return "not_newer"
+        self._shared_at[snapshot.tenant] = snapshot.updates  # not news from here: never published again
+        return "adopted"
 
     def versions(self) -> dict[str, str]:
         return {t: r.version for t, r in self._rankers.items()}

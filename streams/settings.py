@@ -141,6 +141,9 @@ class WorkerSettings(_Section):
     # partition that moves is then ready at once, and searches on every worker read the engagement
     # counters of partitions they hold as standbys. It costs that worker the replay: bench_learning's
     # traffic through two workers on one 2-core machine, 2,636 messages/s with one standby, 3,571 with none.
+    # The learned models reach every worker through the rankers topic (streams.ranker_share), but the
+    # engagement counters only through these copies: with more than two workers, workers - 1 standbys
+    # give every worker every tenant's counters; fewer leave some searches ranked without engagement.
     standby_replicas: int = Field(
         default=1, ge=0,
         description="SHOPRANK_WORKER_STANDBY_REPLICAS: standby copies of each table partition on other workers.",
@@ -235,6 +238,11 @@ class RankerSettings(_Section):
     half_life_days: float = Field(default=7.0, gt=0, description="SHOPRANK_RANKER_HALF_LIFE_DAYS: engagement decay.")
     checkpoint_interval_s: float = Field(
         default=10.0, gt=0, description="SHOPRANK_RANKER_CHECKPOINT_INTERVAL_S: how often models are saved."
+    )
+    share_interval_s: float = Field(
+        default=2.0, gt=0,
+        description="SHOPRANK_RANKER_SHARE_INTERVAL_S: how often the worker that learns a tenant's model publishes it "
+                    "to the other workers (the rankers topic): how far behind their copies can be.",
     )
 
     @field_validator("objective")

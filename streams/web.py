@@ -9,6 +9,7 @@ import orjson
 from faust import web
 
 from schemas import DecodeError, SearchRequest, SearchResult, encode, validate
+from schemas.topics import TOPICS
 from streams import metrics
 from streams.collector import Collector, CollectorError
 from streams.kafka import broker_answers
@@ -169,7 +170,11 @@ def register_views(shop: ShoprankApp) -> None:
             if key.tenant != tenant:
                 return view.json({"error": {"code": "forbidden", "message": "this key reads another tenant"}},
                                  status=403)
-        return view.json({"tenant": tenant, **analytics_summary(shop, tenant)})
+        scope = request.query.get("partitions", "held")
+        if scope not in ("held", "active"):
+            return view.json({"error": {"code": "invalid_partitions",
+                                        "message": "partitions is 'held' (the default) or 'active'"}}, status=400)
+        return view.json({"tenant": tenant, **analytics_summary(shop, tenant, active_only=scope == "active")})
 
     @app.page("/v1/stats/broker")
     async def broker_stats(view: web.View, request: web.Request) -> web.Response:
@@ -186,6 +191,11 @@ def register_views(shop: ShoprankApp) -> None:
         """Live merchandising rules per tenant, records read from the rules topic, dead letters."""
         return view.json(shop.rules.stats())
 
+    @app.page("/v1/stats/rankers")
+    async def ranker_stats(view: web.View, request: web.Request) -> web.Response:
+        """The ranker version this worker serves per tenant; snapshots published, adopted and refused."""
+        return view.json(shop.ranker_share.stats())
+
     @app.page("/v1/stats/pixel")
     async def pixel_stats(view: web.View, request: web.Request) -> web.Response:
         """Valid pixel events per tenant and type (partitions held by this worker), and rejects by reason."""
@@ -201,10 +211,18 @@ def register_views(shop: ShoprankApp) -> None:
         )
 
 
-def analytics_summary(shop: ShoprankApp, tenant: str) -> dict[str, Any]:
+def analytics_summary(shop: ShoprankApp, tenant: str, *, active_only: bool = False) -> dict[str, Any]:
+    """The tenant's analytics from the partitions this worker holds (``active_only``: only those it
+    processes, which summed over every worker of the group count each partition once)."""
     from streams.analytics import summarise
 
-    return summarise(shop.learning.by_bucket(tenant), dict(shop.search.stats.coverage.get(tenant, {})))
+    held = shop.learning.active_partitions() if active_only else shop.learning.held_partitions()
+    total = TOPICS["interactions"].partitions
+    summary = summarise(shop.learning.by_bucket(tenant, held), dict(shop.search.stats.coverage.get(tenant, {})))
+    # Which interactions partitions the totals cover: a worker without a standby copy of the tenant's
+    # partition answers with less than the whole shop, and says so.
+    summary["partitions"] = {"held": sorted(held), "of": total, "complete": len(held) == total}
+    return summary
 
 
 def _readiness(shop: ShoprankApp) -> dict[str, Any]:
@@ -221,6 +239,7 @@ def _readiness(shop: ShoprankApp) -> dict[str, Any]:
         "not_rebalancing": not app.rebalancing,
         "rules_loaded": shop.rules.loaded,
         "privacy_loaded": shop.forget.loaded,
+        "rankers_loaded": shop.ranker_share.loaded,
         **shop.resources.loaded(),
         "store_writable": shop.catalogue.stats.store_error is None,
     }

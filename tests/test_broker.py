@@ -75,8 +75,9 @@ def test_event_topics_get_a_retention_and_state_topics_are_compacted(broker: Emb
     configs = functools.partial(topic_configs, broker.bootstrap)
 
     assert configs("ret.shoprank.pixel").get("retention.ms") == "3600000"
-    privacy = configs("ret.shoprank.privacy")
-    assert privacy.get("cleanup.policy") == "compact" and "retention.ms" not in privacy
+    for name in ("privacy", "rankers"):
+        state = configs(f"ret.shoprank.{name}")
+        assert state.get("cleanup.policy") == "compact" and "retention.ms" not in state, name
 
 
 def _ask_for(bootstrap: str, topic: str) -> set[int] | None:

@@ -33,7 +33,7 @@ from river import linear_model, optim, preprocessing
 from models.ranker.engagement import Engagement
 from models.ranker.features import FEATURES, Candidate, feature_matrix
 from models.ranker.propensity import Propensity
-from schemas import AttributedInteraction
+from schemas import AttributedInteraction, LinearModelState, RankerSnapshot
 
 __all__ = ["Objective", "RankerConfig", "OnlineRanker", "Ranked", "Candidate"]
 
@@ -112,6 +112,30 @@ class Ranked:
 
 def _model() -> tuple[preprocessing.StandardScaler, linear_model.LogisticRegression]:
     return preprocessing.StandardScaler(), linear_model.LogisticRegression(optimizer=optim.SGD(0.02), l2=1e-4)
+
+
+def _state(scaler: preprocessing.StandardScaler, model: linear_model.LogisticRegression) -> LinearModelState:
+    return LinearModelState(
+        counts={f: int(n) for f, n in scaler.counts.items()}, means={f: float(v) for f, v in scaler.means.items()},
+        variances={f: float(v) for f, v in scaler.vars.items()},
+        weights={f: float(v) for f, v in model.weights.items()}, intercept=float(model.intercept),
+        iterations=int(model.optimizer.n_iterations),
+    )
+
+
+def _restore(state: LinearModelState) -> tuple[preprocessing.StandardScaler, linear_model.LogisticRegression]:
+    """Fresh River objects holding ``state`` (known features only), ready to predict and to learn on."""
+    scaler, model = _model()
+    known = _COLUMN.keys()
+    scaler.counts.update({f: n for f, n in state.counts.items() if f in known})
+    scaler.means.update({f: v for f, v in state.means.items() if f in known})
+    scaler.vars.update({f: v for f, v in state.variances.items() if f in known})
+    for f, w in state.weights.items():
+        if f in known:
+            model._weights[f] = w  # noqa: SLF001 - River keeps weights in a VectorDict with no public setter
+    model.intercept = state.intercept
+    model.optimizer.n_iterations = state.iterations
+    return scaler, model
 
 
 _COLUMN = {name: i for i, name in enumerate(FEATURES)}
@@ -265,6 +289,43 @@ class OnlineRanker:
     def _learn(scaler: Any, model: Any, x: dict[str, float], y: bool, weight: float) -> None:
         scaler.learn_one(x)
         model.learn_one(scaler.transform_one(x), y, w=weight)
+
+    # -- sharing between workers ------------------------------------------------------------------
+
+    def snapshot(self, tenant: str, *, worker: str, now_ms: int) -> RankerSnapshot:
+        """The learned state as plain numbers (streams.ranker_share publishes it for the other workers).
+
+        Engagement is not in it: it lives in the learning table, which reaches other workers as standby
+        replicas.
+        """
+        with self._lock:
+            return RankerSnapshot(
+                tenant=tenant, model=self.name, updates=self.updates,
+                click=_state(self.click_scaler, self.click), buy=_state(self.buy_scaler, self.buy),
+                impressions_by_slot={str(k): v for k, v in self.propensity.impressions.items()},
+                clicks_by_slot={str(k): v for k, v in self.propensity.clicks.items()},
+                worker=worker, published_at=now_ms,
+            )
+
+    def adopt(self, snapshot: RankerSnapshot) -> bool:
+        """Take ``snapshot``'s state if it is of this model family and has learned more than this one.
+
+        Features this version does not know are dropped: it never computes them, so their weights could
+        not count. Returns whether the snapshot was taken.
+        """
+        if snapshot.model != self.name:
+            return False
+        click_scaler, click = _restore(snapshot.click)
+        buy_scaler, buy = _restore(snapshot.buy)
+        with self._lock:
+            if snapshot.updates <= self.updates:
+                return False
+            self.click_scaler, self.click = click_scaler, click
+            self.buy_scaler, self.buy = buy_scaler, buy
+            self.propensity.impressions = {int(k): v for k, v in snapshot.impressions_by_slot.items()}
+            self.propensity.clicks = {int(k): v for k, v in snapshot.clicks_by_slot.items()}
+            self.updates = snapshot.updates
+        return True
 
     # -- checkpoints ------------------------------------------------------------------------------
 
