@@ -67,6 +67,7 @@ def test_simulation_drives_both_buckets_through_attribution(broker: EmbeddedBrok
     res = run_cli("analytics", "--tenant", "sim", "--url", worker.url)
     assert res.returncode == 0, res.stderr
     assert "conversion lift" in res.stdout and "searches shown" in res.stdout
+    assert "of 4" not in res.stdout  # one worker holds every partition: nothing to warn about
 
 
 def test_analytics_cli_errors_are_one_line() -> None:
@@ -75,3 +76,34 @@ def test_analytics_cli_errors_are_one_line() -> None:
     res = run_cli("analytics", "--tenant", "demo", "--url", "http://127.0.0.1:1")
     assert res.returncode == 1 and res.stderr.startswith("shoprank: no worker answers at http://127.0.0.1:1")
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_analytics_cli_says_when_a_worker_holds_only_some_partitions() -> None:
+    import http.server
+    import threading
+
+    import orjson
+
+    from tests.conftest import run_cli
+
+    body = orjson.dumps({"tenant": "demo", "buckets": {"learning": {"searches": 3}},
+                         "partitions": {"held": [0, 1], "of": 4, "complete": False}})
+
+    class Partial(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Partial)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        res = run_cli("analytics", "--tenant", "demo", "--url", f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+    assert res.returncode == 0, res.stderr
+    assert "partitions 0, 1 of 4" in " ".join(res.stdout.split())
