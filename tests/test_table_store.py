@@ -134,7 +134,10 @@ def test_the_epoch_moves_when_partitions_change_not_on_standby_records(tmp_path:
     store.apply_changelog_batch([changelog_event(2, 1, "j", [2])], to_key=lambda k: k, to_value=lambda v: v)
     assert store.get("j") == [2]
     assert store.epoch == epoch + 1  # partition 2's database was opened, not just written
+    assert store.get("k") == [1]  # both cached now
     store.apply_changelog_batch([changelog_event(2, 2, "j", [3])], to_key=lambda k: k, to_value=lambda v: v)
     assert store.epoch == epoch + 1
+    assert store.get("j") == [3]  # the record applied left the read cache ...
+    assert orjson.dumps("k") in store._cache  # noqa: SLF001 - ... and only it: standbys apply every 0.5 s
     store.revoke_partitions(store.table, {TP("x-changelog", 2)})
     assert store.epoch == epoch + 2
