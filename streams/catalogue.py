@@ -77,7 +77,21 @@ class CataloguePipeline:
         self.stats = CatalogueStats()
         self._indexer_factory = indexer_factory
         self._indexer: CatalogueIndexer | None = None
+        self.app = app
+        self.topic_name = settings.topic("catalogue")
+        #: A store of this process alone (Qdrant Edge) holds only the products of the partitions it indexes.
+        self.own_store = settings.store.kind == "edge" or settings.store.url == ":memory:"
         app.agent(self.topic, name=self.AGENT)(self._process)
+
+        @app.on_partitions_assigned.connect
+        async def warn_if_partial(app: faust.App, assigned: Any, **_: Any) -> None:
+            held = self.partitions()
+            if self.own_store and len(held) < TOPICS["catalogue"].partitions:
+                log.warning(
+                    "this worker indexes catalogue partitions %s of %d into its own Qdrant Edge store, so its "
+                    "searches see only their products: run one worker per Qdrant Edge store, or give several "
+                    "workers one Qdrant server (SHOPRANK_STORE_KIND=qdrant)", sorted(held),
+                    TOPICS["catalogue"].partitions)
         self._quiet_s = settings.store.optimize_idle_s
         self._min_points = settings.store.optimize_min_points
         self._writing = False  # a batch is being embedded and written: the catalogue is busy
@@ -86,6 +100,18 @@ class CataloguePipeline:
             @app.timer(min(1.0, self._quiet_s), name="index-builder")
             async def build_index_when_quiet() -> None:
                 await self.build_index_when_quiet()
+
+    def partitions(self) -> set[int]:
+        """The catalogue partitions this worker indexes."""
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.topic_name}
+
+    def coverage(self) -> dict[str, Any]:
+        """Which products this worker's searches can find: all, unless its store is its own and it indexes
+        only some of the catalogue's partitions."""
+        held = self.partitions()
+        total = TOPICS["catalogue"].partitions
+        return {"partitions": sorted(held), "of": total,
+                "searches_see_whole_catalogue": not self.own_store or len(held) == total}
 
     @property
     def indexer(self) -> CatalogueIndexer:

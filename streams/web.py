@@ -142,6 +142,7 @@ def register_views(shop: ShoprankApp) -> None:
         out = {k: v for k, v in vars(s).items() if k != "tenants"}
         out["tenants"] = sorted(s.tenants)
         out["dead_letters"] = dict(shop.catalogue.dead.counts)
+        out["coverage"] = shop.catalogue.coverage()
         return view.json(out)
 
     @app.page("/v1/stats/search")

@@ -189,6 +189,12 @@ def test_a_worker_that_never_learned_a_tenant_serves_the_model_that_did(
     assert b.get("/readyz")["checks"]["rankers_loaded"] is True
     _eventually(lambda: _versions(b) == {"demo": "river-lr-18"}, lambda: b.get("/v1/stats/rankers"))
     assert b.get("/v1/stats/rankers")["records"]["adopted"] == 1
+    # Each indexes half the catalogue into a Qdrant Edge store of its own, and says its searches see only that.
+    def coverage() -> list[dict[str, Any]]:
+        return [w.get("/v1/stats/catalogue")["coverage"] for w in (a, b)]
+
+    _eventually(lambda: sorted(p for c in coverage() for p in c["partitions"]) == [0, 1, 2, 3], coverage)
+    assert [c["searches_see_whole_catalogue"] for c in coverage()] == [False, False]
 
     # More outcomes: whichever worker now holds the tenant's partition learns, and the other follows.
     send(broker, f"{prefix}shoprank.interactions", _interactions("second"))
@@ -243,6 +249,8 @@ def test_a_rebalance_hands_the_model_over_without_waiting_for_the_timer(
     send(broker, f"{prefix}shoprank.interactions", _interactions("only"))
     _eventually(lambda: _versions(a) == {"demo": "river-lr-18"}, lambda: a.get("/v1/stats/rankers"))
     assert "published" not in a.get("/v1/stats/rankers")["records"]
+    assert a.get("/v1/stats/catalogue")["coverage"] == {
+        "partitions": [0, 1, 2, 3], "of": 4, "searches_see_whole_catalogue": True}
 
     b = worker("b")  # joining revokes a's partitions: a publishes then, after its agents finished
     _eventually(lambda: _versions(b) == {"demo": "river-lr-18"}, lambda: b.get("/v1/stats/rankers"))
