@@ -313,7 +313,7 @@ class OnlineRanker:
         Features this version does not know are dropped: it never computes them, so their weights could
         not count. Returns whether the snapshot was taken.
         """
-        if snapshot.model != self.name:
+        if snapshot.model != self.name or snapshot.updates <= self.updates:
             return False
         click_scaler, click = _restore(snapshot.click)
         buy_scaler, buy = _restore(snapshot.buy)
