@@ -22,6 +22,7 @@ __all__ = [
     "export_base_model",
     "export_model",
     "pooled_module",
+    "serving_model",
 ]
 
 BASE_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -92,6 +93,20 @@ class TorchReference:
         types = torch.tensor([e.type_ids for e in enc])
         with torch.no_grad():
             return np.asarray(self.module(ids, mask, types).numpy(), dtype=np.float32)
+
+
+def serving_model(out_dir: Path) -> ModelManifest:
+    """The model exported in ``out_dir``, whichever it is (fp32, int8, fine-tuned), or the bundled base
+    model exported there first when the directory holds none.
+
+    What the commands that serve ``SHOPRANK_MODELS_EMBEDDER`` call: :func:`export_base_model` would
+    replace an int8 or fine-tuned export there with the fp32 base model.
+    """
+    if (out_dir / MANIFEST_NAME).exists():
+        manifest = ModelManifest.read(out_dir)
+        if (out_dir / manifest.onnx_file).exists():
+            return manifest
+    return export_base_model(out_dir)
 
 
 def export_base_model(out_dir: Path, *, quantize: bool = False, force: bool = False) -> ModelManifest:

@@ -289,7 +289,7 @@ def eval_cmd(ctx: click.Context, data_dir: Path, max_queries: int | None, out_di
 
     from models.embedder import OnnxEmbedder
     from models.evaluation import evaluate, load_labelled_set
-    from models.export import export_base_model
+    from models.export import serving_model
     from models.store import open_store
 
     settings = _settings(ctx)
@@ -298,7 +298,7 @@ def eval_cmd(ctx: click.Context, data_dir: Path, max_queries: int | None, out_di
             raise UserInputError(f"{data_dir} has no {name} — a labelled set needs products.jsonl, queries.tsv, qrels.txt")
     console = Console(stderr=True)
     data = load_labelled_set(data_dir, max_queries=max_queries, seed=seed)
-    export_base_model(settings.models.embedder_dir)
+    serving_model(settings.models.embedder_dir)
     embedder = OnnxEmbedder(settings.models.embedder_dir)
     with tempfile.TemporaryDirectory() as tmp:
         root = store_dir or Path(tmp)

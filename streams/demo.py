@@ -49,7 +49,7 @@ EXAMPLE_QUERIES = ("lightweight laptop", "luxury watch", "running shoes", "pan f
 def demo(ctx: click.Context, queries: tuple[str, ...], events: int, catalogue_file: Path | None,
          synthetic: int | None, learn_events: int, seed: int, timeout: float) -> None:
     """Index the sample catalogue, answer QUERIES (or prompt), stream shopper events."""
-    from models.export import export_base_model
+    from models.export import serving_model
     from schemas import DecodeError
     from streams.samples import generate_catalogue, load_catalogue_file, sample_catalogue
 
@@ -67,7 +67,7 @@ def demo(ctx: click.Context, queries: tuple[str, ...], events: int, catalogue_fi
     except DecodeError as err:
         raise click.ClickException(f"{err.detail} ({err.reason})") from None
     with console.status("exporting the bundled model to ONNX (first run only)…"):
-        manifest = export_base_model(settings.models.embedder_dir)
+        manifest = serving_model(settings.models.embedder_dir)
     console.print(f"[bold]model[/] {manifest.version} in {settings.models.embedder_dir}")
     bootstrap, broker = resolve_bootstrap(settings.kafka, start_embedded=True)
     tenants = ("demo", "acme", "sim")

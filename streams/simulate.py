@@ -211,7 +211,7 @@ def plot(report: SimulationReport, window: int, path: Path, title: str) -> None:
 def simulate(ctx: click.Context, data: str, labelled_dir: Path, events: int, window: int, products: int,
              concurrency: int, seed: int, plot_path: Path | None, json_out: Path | None) -> None:
     """Simulated shoppers against a fresh worker: learning ranker vs static control, live."""
-    from models.export import export_base_model
+    from models.export import serving_model
     from streams.broker import resolve_bootstrap
     from streams.demo import _index
 
@@ -228,7 +228,7 @@ def simulate(ctx: click.Context, data: str, labelled_dir: Path, events: int, win
     console.print(f"[bold]world[/] {data}: {len(world.catalogue):,} products, {len(world.queries)} queries, "
                   f"{len(world.new_products)} new products")
     with console.status("exporting the bundled model to ONNX (first run only)…"):
-        export_base_model(settings.models.embedder_dir)
+        serving_model(settings.models.embedder_dir)
     bootstrap, broker = resolve_bootstrap(settings.kafka, start_embedded=True)
     prefix = f"{settings.kafka.topic_prefix}sim{uuid.uuid4().hex[:6]}."
     run_dir = settings.worker.data_dir / "simulate" / prefix.rstrip(".")

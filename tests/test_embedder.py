@@ -89,3 +89,24 @@ def test_an_embedder_without_a_query_path_embeds_queries_with_embed(model_dir: P
     plain = Plain()
     assert embed_queries(plain, ["a", "b"]).shape == (2, 384)
     assert plain.calls == [["a", "b"]]
+
+
+def test_commands_serve_the_model_a_directory_holds_and_export_only_into_an_empty_one(
+        model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from models.export import serving_model
+
+    # An int8 export, as `shoprank models export --int8` leaves it (the fp32 file under the int8 name:
+    # what matters here is that nothing replaces it).
+    served = tmp_path / "base-int8"
+    served.mkdir()
+    shutil.copy(model_dir / "model.onnx", served / "model.int8.onnx")
+    shutil.copy(model_dir / "tokenizer.json", served / "tokenizer.json")
+    manifest = ModelManifest.read(model_dir)
+    manifest.model_copy(update={"onnx_file": "model.int8.onnx", "quantized": True,
+                                "version": "int8-test"}).write(served)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in served.iterdir())
+    assert serving_model(served).version == "int8-test"
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in served.iterdir()) == before  # no fp32 export over it
+    assert serving_model(model_dir) == ModelManifest.read(model_dir)
