@@ -88,8 +88,8 @@ class CataloguePipeline:
             held = self.partitions()
             if self.own_store and len(held) < TOPICS["catalogue"].partitions:
                 log.warning(
-                    "this worker indexes catalogue partitions %s of %d into its own Qdrant Edge store, so its "
-                    "searches see only their products: run one worker per Qdrant Edge store, or give several "
+                    "this worker indexes catalogue partitions %s of %d into a store of its own (Qdrant Edge), so "
+                    "its searches see only their products: run one worker per Qdrant Edge store, or give several "
                     "workers one Qdrant server (SHOPRANK_STORE_KIND=qdrant)", sorted(held),
                     TOPICS["catalogue"].partitions)
         self._quiet_s = settings.store.optimize_idle_s
