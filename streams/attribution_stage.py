@@ -22,7 +22,7 @@ from faust.types import TP
 
 from schemas import PixelEvent, SearchLog, encode
 from streams.attribution import Attributed, AttributionConfig, Attributor, new_session, user_hasher
-from streams.batching import as_current
+from streams.batching import active_partitions, as_current
 from streams.settings import Settings
 
 __all__ = ["AttributionStage", "AttributionStats"]
@@ -141,7 +141,7 @@ class AttributionStage:
 
     async def _sweep(self) -> None:
         now = int(time.time() * 1000)
-        assigned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.pixel_topic}
+        assigned = active_partitions(self.app, self.pixel_topic)
         settle = {p: self.searches_caught_up(p) for p in assigned}
         produced = Attributed()
         writes: list[tuple[str, dict[str, Any] | None, int]] = []  # (key, state to write or None: drop, partition)

@@ -16,7 +16,7 @@ from models.store.exceptions import DimensionMismatch, InvalidRequest, StoreErro
 from schemas import CatalogueUpdate, DecodeError, decode
 from schemas.topics import TOPICS
 from streams import metrics
-from streams.batching import as_current, in_thread
+from streams.batching import active_partitions, as_current, in_thread
 from streams.deadletters import DeadLetterSink
 from streams.settings import Settings
 from streams.table_store import table_options
@@ -103,7 +103,7 @@ class CataloguePipeline:
 
     def partitions(self) -> set[int]:
         """The catalogue partitions this worker indexes."""
-        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.topic_name}
+        return active_partitions(self.app, self.topic_name)
 
     def coverage(self) -> dict[str, Any]:
         """Which products this worker's searches can find: all, unless its store is its own and it indexes

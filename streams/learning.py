@@ -23,7 +23,7 @@ from schemas import AttributedInteraction, DecodeError, decode
 from schemas.topics import TOPICS
 from schemas.interactions import Bucket
 from streams import analytics
-from streams.batching import as_current
+from streams.batching import active_partitions, as_current, standby_partitions
 from streams.deadletters import DeadLetterSink, salvaged_tenant
 from streams.dedupe import BatchedDedupe
 from streams.logloss import LogLossWatch
@@ -151,7 +151,7 @@ class LearningPipeline:
 
     def active_partitions(self) -> set[int]:
         """Partitions of the interactions topic this worker processes (not its standby copies)."""
-        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.topic_name}
+        return active_partitions(self.app, self.topic_name)
 
     def held_partitions(self) -> set[int]:
         """Partitions whose totals this worker has: those it processes and its standby copies of the others.
@@ -159,19 +159,17 @@ class LearningPipeline:
         A tenant's interactions are keyed by tenant, so its totals sit in one partition; with standby
         replicas every worker of two holds all of them, and any worker answers a tenant's analytics.
         """
-        changelog = self.state.changelog_topic.get_topic_name()
-        standbys = {tp.partition for tp in self.app.assignor.assigned_standbys() if tp.topic == changelog}
-        return self.active_partitions() | standbys
+        return self.active_partitions() | standby_partitions(self.app, self.state.changelog_topic.get_topic_name())
 
-    def by_bucket(self, tenant: str, partitions: set[int] | None = None) -> dict[str, dict[str, float]]:
-        """Totals per bucket for ``tenant``, summed over ``partitions`` (default: those this worker holds).
+    def by_bucket(self, tenant: str, partitions: set[int]) -> dict[str, dict[str, float]]:
+        """Totals per bucket for ``tenant``, summed over ``partitions`` (:meth:`held_partitions`, or only
+        :meth:`active_partitions`).
 
         Looked up by key, not by scanning the table: it also holds every dedupe record.
         """
         parts: dict[str, list[dict[str, float]]] = {}
-        held = self.held_partitions() if partitions is None else partitions
         for bucket in get_args(Bucket):
-            for partition in sorted(held):
+            for partition in sorted(partitions):
                 totals = self.state.get(f"totals|{tenant}|{bucket}|{partition}")
                 if totals:
                     parts.setdefault(bucket, []).append({k: v for k, v in totals.items() if k != _WATERMARK})

@@ -14,7 +14,7 @@ from schemas import EVENT_TYPES, DecodeError, PixelEvent, SearchLog, decode
 from schemas.topics import TOPICS
 from streams import metrics
 from streams.attribution_stage import AttributionStage
-from streams.batching import as_current
+from streams.batching import active_partitions, as_current
 from streams.deadletters import DeadLetterSink, salvaged_tenant
 from streams.dedupe import BatchedDedupe
 from streams.logloss import LogLossWatch
@@ -199,7 +199,7 @@ class PixelPipeline:
 
     def active_partitions(self) -> set[int]:
         """Pixel partitions this worker processes (not its standby copies of others)."""
-        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.pixel_topic}
+        return active_partitions(self.app, self.pixel_topic)
 
     def totals(self) -> dict[str, dict[str, int]]:
         """Valid events per tenant and type, summed over the partitions this worker processes.

@@ -181,14 +181,13 @@ class RocksStore(faust_rocksdb.Store):
 
         super().apply_changelog_batch(noted(_expanded(batch, self._encode_key, self._encode_value)), to_key,
                                       to_value)
-        # Only the keys written leave the read cache: standby partitions take their records every 0.5 s
-        # (streams.app), and clearing it all each time made every search read its engagement from RocksDB.
+        # Only the keys written leave the read cache: standby partitions take their records as often as
+        # every 0.5 s (streams.app), and clearing it all each time would send searches back to RocksDB.
         if len(keys) > _CACHE_ENTRIES // 10:
             self._wrote(None)
         else:
-            self._writes += 1
             for key in keys:
-                self._cache.pop(key, None)
+                self._wrote(key)
 
     def _open_for_partition(self, partition: int) -> Any:
         db = super()._open_for_partition(partition)
