@@ -4,7 +4,6 @@ and a hub that publishes only what it learned and adopts only what is newer."""
 from __future__ import annotations
 
 import copy
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from streams.packed import DictRecords
 from streams.ranking import RankerHub
 from streams.settings import Settings, WorkerSettings
 from streams.supervise import WorkerProcess, http_json
+from tests.test_faults_more import wait_for
 from tests.test_online_ranker import NOW, _hits, _simulate
 from tests.test_search import send
 
@@ -154,11 +154,11 @@ def _versions(worker: WorkerProcess) -> dict[str, str]:
     return worker.get("/v1/stats/rankers")["versions"]  # type: ignore[no-any-return]
 
 
-def _eventually(check: Callable[[], bool], what: Callable[[], Any], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, what()
-        time.sleep(0.3)
+def _worker(make_worker: Callable[..., WorkerProcess], prefix: str, app_id: str, home: Path,
+            env: dict[str, str]) -> WorkerProcess:
+    """A worker of group ``app_id`` with its own data directory and Qdrant Edge store under ``home``."""
+    return make_worker(prefix, app_id=app_id, extra_env={
+        **env, "SHOPRANK_WORKER_DATA_DIR": str(home), "SHOPRANK_STORE_DIR": str(home.with_name(f"{home.name}-ix"))})
 
 
 def _interactions(tag: str) -> list[tuple[str, bytes]]:
@@ -176,37 +176,42 @@ def test_a_worker_that_never_learned_a_tenant_serves_the_model_that_did(
             "SHOPRANK_RANKER_WARMUP": "5"}
 
     def worker(name: str) -> WorkerProcess:
-        return make_worker(prefix, app_id=app_id, extra_env={
-            **fast, "SHOPRANK_WORKER_DATA_DIR": str(tmp_path / name), "SHOPRANK_STORE_DIR": str(tmp_path / f"{name}-ix")})
+        return _worker(make_worker, prefix, app_id, tmp_path / name, fast)
 
     a = worker("a")
     send(broker, f"{prefix}shoprank.interactions", _interactions("first"))
-    _eventually(lambda: _versions(a) == {"demo": "river-lr-18"} and a.get("/v1/stats/rankers")["records"].get(
-        "published") == 1, lambda: a.get("/v1/stats/rankers"))
+    def stats(w: WorkerProcess) -> Callable[[], Any]:
+        return lambda: w.get("/v1/stats/rankers")
+
+    wait_for("a learns and publishes 18", lambda: _versions(a) == {"demo": "river-lr-18"}
+             and stats(a)()["records"].get("published") == 1, 60, explain=stats(a))
 
     # A second worker in the group, with its own (empty) data directory: it has never learned anything.
     b = worker("b")
     assert b.get("/readyz")["checks"]["rankers_loaded"] is True
-    _eventually(lambda: _versions(b) == {"demo": "river-lr-18"}, lambda: b.get("/v1/stats/rankers"))
+    wait_for("b adopts a's model", lambda: _versions(b) == {"demo": "river-lr-18"}, 60, explain=stats(b))
     assert b.get("/v1/stats/rankers")["records"]["adopted"] == 1
     # Each indexes half the catalogue into a Qdrant Edge store of its own, and says its searches see only that.
     def coverage() -> list[dict[str, Any]]:
         return [w.get("/v1/stats/catalogue")["coverage"] for w in (a, b)]
 
-    _eventually(lambda: sorted(p for c in coverage() for p in c["partitions"]) == [0, 1, 2, 3], coverage)
+    def split() -> bool:
+        return sorted(p for c in coverage() for p in c["partitions"]) == [0, 1, 2, 3]
+
+    wait_for("the catalogue split over both", split, 60, explain=coverage)
     assert [c["searches_see_whole_catalogue"] for c in coverage()] == [False, False]
 
     # More outcomes: whichever worker now holds the tenant's partition learns, and the other follows.
     send(broker, f"{prefix}shoprank.interactions", _interactions("second"))
-    _eventually(lambda: _versions(a) == _versions(b) == {"demo": "river-lr-36"},
-                lambda: (a.get("/v1/stats/rankers"), b.get("/v1/stats/rankers")))
+    wait_for("both serve 36", lambda: _versions(a) == _versions(b) == {"demo": "river-lr-36"}, 60,
+             explain=lambda: (stats(a)(), stats(b)()))
 
     # Either worker answers the shop's whole analytics: the other's partition is held as a standby copy.
     def analytics(w: WorkerProcess, scope: str = "held") -> dict[str, Any]:
         return w.get(f"/v1/analytics/demo?partitions={scope}")  # type: ignore[no-any-return]
 
-    _eventually(lambda: analytics(a)["buckets"] == analytics(b)["buckets"] != {},
-                lambda: (analytics(a)["partitions"], analytics(b)["partitions"], analytics(b)))
+    wait_for("equal analytics on both", lambda: analytics(a)["buckets"] == analytics(b)["buckets"] != {}, 60,
+             explain=lambda: (analytics(a)["partitions"], analytics(b)["partitions"], analytics(b)))
     whole = analytics(a)
     assert whole["partitions"] == {"held": [0, 1, 2, 3], "of": 4, "complete": True}
     assert whole["buckets"]["learning"]["clicks"] == 12  # six clicks in each of the two batches
@@ -224,15 +229,15 @@ def test_a_worker_that_never_learned_a_tenant_serves_the_model_that_did(
                                                ("acme", far_ahead)])
     bad = {"invalid_json": 1, "missing_field": 1, "invalid_value": 1}
     for w in (a, b):
-        _eventually(lambda w=w: w.get("/v1/stats/rankers")["dead_letters"] == bad,
-                    lambda w=w: w.get("/v1/stats/rankers")["dead_letters"])
+        wait_for("each dead-letters the bad records", lambda w=w: stats(w)()["dead_letters"] == bad, 60,
+                 explain=stats(w))
         assert _versions(w) == {"demo": "river-lr-36"}
 
     # Restarted, a worker serves the shared model before it learns anything new.
     b.stop()
     b2 = worker("b")
     assert _versions(b2) in ({}, {"demo": "river-lr-36"})  # built at the first search or snapshot read
-    _eventually(lambda: _versions(b2) == {"demo": "river-lr-36"}, lambda: b2.get("/v1/stats/rankers"))
+    wait_for("the restarted b serves 36", lambda: _versions(b2) == {"demo": "river-lr-36"}, 60, explain=stats(b2))
 
 
 @pytest.mark.integration
@@ -242,16 +247,17 @@ def test_a_rebalance_hands_the_model_over_without_waiting_for_the_timer(
     never = {"SHOPRANK_RANKER_SHARE_INTERVAL_S": "3600", "SHOPRANK_RANKER_WARMUP": "5"}  # the timer never fires
 
     def worker(name: str) -> WorkerProcess:
-        return make_worker(prefix, app_id=app_id, extra_env={
-            **never, "SHOPRANK_WORKER_DATA_DIR": str(tmp_path / name), "SHOPRANK_STORE_DIR": str(tmp_path / f"{name}-ix")})
+        return _worker(make_worker, prefix, app_id, tmp_path / name, never)
 
     a = worker("a")
     send(broker, f"{prefix}shoprank.interactions", _interactions("only"))
-    _eventually(lambda: _versions(a) == {"demo": "river-lr-18"}, lambda: a.get("/v1/stats/rankers"))
+    wait_for("a learns 18", lambda: _versions(a) == {"demo": "river-lr-18"}, 60,
+             explain=lambda: a.get("/v1/stats/rankers"))
     assert "published" not in a.get("/v1/stats/rankers")["records"]
     assert a.get("/v1/stats/catalogue")["coverage"] == {
         "partitions": [0, 1, 2, 3], "of": 4, "searches_see_whole_catalogue": True}
 
     b = worker("b")  # joining revokes a's partitions: a publishes then, after its agents finished
-    _eventually(lambda: _versions(b) == {"demo": "river-lr-18"}, lambda: b.get("/v1/stats/rankers"))
+    wait_for("b adopts a's model at the rebalance", lambda: _versions(b) == {"demo": "river-lr-18"}, 60,
+             explain=lambda: b.get("/v1/stats/rankers"))
     assert a.get("/v1/stats/rankers")["records"]["published"] == 1
