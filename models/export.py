@@ -95,18 +95,24 @@ class TorchReference:
             return np.asarray(self.module(ids, mask, types).numpy(), dtype=np.float32)
 
 
+#: Where ``shoprank models export`` writes the bundled model: int8 (the serving default) and fp32.
+BASE_INT8_DIR = "base-int8"
+BASE_FP32_DIR = "base"
+
+
 def serving_model(out_dir: Path) -> ModelManifest:
     """The model exported in ``out_dir``, whichever it is (fp32, int8, fine-tuned), or the bundled base
-    model exported there first when the directory holds none.
+    model exported there first when the directory holds none: quantised to int8 unless the directory is
+    named :data:`BASE_FP32_DIR`.
 
     What the commands that serve ``SHOPRANK_MODELS_EMBEDDER`` call: :func:`export_base_model` would
-    replace an int8 or fine-tuned export there with the fp32 base model.
+    replace an export of another kind there with the base model.
     """
     if (out_dir / MANIFEST_NAME).exists():
         manifest = ModelManifest.read(out_dir)
         if (out_dir / manifest.onnx_file).exists():
             return manifest
-    return export_base_model(out_dir)
+    return export_base_model(out_dir, quantize=out_dir.name != BASE_FP32_DIR)
 
 
 def export_base_model(out_dir: Path, *, quantize: bool = False, force: bool = False) -> ModelManifest:

@@ -20,6 +20,7 @@ import os
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ import orjson
 from models.embedder import Embedder
 from models.store import CollectionNotFound, ProductPoint, VectorStore
 
-__all__ = ["RebuildReport", "Serving", "ServingTable", "collection_for", "payload_text", "rebuild"]
+__all__ = ["RebuildReport", "Serving", "ServingTable", "collection_for", "payload_text", "rebuild", "refresh_base"]
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +251,70 @@ def _write(store: VectorStore, table: ServingTable, tenant: str, source: Serving
         if points:
             store.upsert(target.collection, points)
         report.embedded += len(points)
+
+
+def refresh_base(store: VectorStore, table: ServingTable, tenant: str, *, page: int = 128,
+                 max_core_share: float = 0.5, progress: Callable[[int], None] | None = None,
+                 cancelled: Callable[[], bool] | None = None) -> RebuildReport:
+    """Re-embed, in place, the products of a base-served tenant that another model embedded.
+
+    The base model can change under a catalogue: ``SHOPRANK_MODELS_EMBEDDER`` pointed at the int8 export
+    of a catalogue indexed in fp32, or a newer export. The indexer re-embeds a product only when an update
+    for it comes; the others would keep the old model's vectors and meet the new model's query vectors
+    until then. Unlike :func:`rebuild` this writes into the serving collection (the base one is named
+    after the tenant), so while it runs searches meet both models' vectors: for fp32 and int8 exports of
+    one model those agree to a cosine of about 0.99. Products the indexer changed meanwhile are skipped:
+    it wrote them with the base model already. Throttled like :func:`rebuild`.
+    """
+    started = time.perf_counter()
+    serving = table.serving(tenant)
+    report = RebuildReport(tenant, "", serving.version, serving.collection)
+    if serving.model_dir is not None:  # a fine-tuned model serves it from its own collection
+        return report
+    offset: Any = None
+    old: Counter[str] = Counter()
+    while True:
+        if cancelled is not None and cancelled():
+            raise InterruptedError(f"re-embedding {tenant!r} for {serving.version} cancelled")
+        try:
+            batch, offset = store.scroll(serving.collection, offset, page)
+        except CollectionNotFound:
+            break
+        stale = [p for p in batch if p.get("model_version") != serving.version]
+        report.skipped += len(batch) - len(stale)
+        if stale:
+            t0 = time.perf_counter()
+            old.update(str(p.get("model_version")) for p in stale)
+            texts = [payload_text(p) for p in stale]
+            vectors = serving.embedder.embed(texts)
+            with table.lock(tenant):
+                if table.serving(tenant) != serving:  # swapped meanwhile: the swap re-embeds
+                    break
+                now = store.payloads(serving.collection, [p["product_id"] for p in stale])
+                points = []
+                for p, text, vector in zip(stale, texts, vectors, strict=True):
+                    current = now.get(p["product_id"])
+                    if current is None or current.get("updated_at") != p.get("updated_at") \
+                            or current.get("model_version") == serving.version:
+                        report.skipped += 1  # deleted or rewritten by the indexer since it was read
+                        continue
+                    points.append(ProductPoint(p["product_id"], vector, text,
+                                               {**current, "text": text, "model_version": serving.version}))
+                if points:
+                    store.upsert(serving.collection, points)
+                report.embedded += len(points)
+            if progress is not None:
+                progress(report.embedded)
+            busy = time.perf_counter() - t0
+            time.sleep(busy * (1 / max_core_share - 1))
+        if offset is None:
+            break
+    report.old_version = ", ".join(v for v, _ in old.most_common()) or serving.version
+    report.seconds = time.perf_counter() - started
+    if report.embedded:
+        log.info("tenant %s: %d products embedded by %s re-embedded with %s in %.1f s", tenant, report.embedded,
+                 report.old_version, serving.version, report.seconds)
+    return report
 
 
 def _sweep(store: VectorStore, table: ServingTable, tenant: str, source: Serving, target: Serving, page: int,

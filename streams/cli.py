@@ -331,17 +331,18 @@ def models() -> None:
 
 @models.command("export")
 @click.option("--dir", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Target directory (default: SHOPRANK_MODELS_DIR/base, or base-int8 with --int8).")
-@click.option("--int8", is_flag=True, help="Also quantise to int8 (dynamic, per channel).")
+              help="Target directory (default: SHOPRANK_MODELS_DIR/base-int8, or base with --fp32).")
+@click.option("--int8/--fp32", "int8", default=True, show_default=True,
+              help="Quantise to int8 (dynamic, per channel), or keep fp32 weights.")
 @click.option("--force", is_flag=True, help="Export again even if the directory holds this model.")
 @click.pass_context
 def models_export(ctx: click.Context, out_dir: Path | None, int8: bool, force: bool) -> None:
     """Export the bundled all-MiniLM-L6-v2 to ONNX (once; later runs reuse it)."""
     from models.exceptions import ModelError
-    from models.export import export_base_model
+    from models.export import BASE_FP32_DIR, BASE_INT8_DIR, export_base_model
 
     settings = _settings(ctx)
-    target = out_dir or settings.models.dir / ("base-int8" if int8 else "base")
+    target = out_dir or settings.models.dir / (BASE_INT8_DIR if int8 else BASE_FP32_DIR)
     try:
         manifest = export_base_model(target, quantize=int8, force=force)
     except ModelError as exc:

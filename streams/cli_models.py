@@ -76,7 +76,7 @@ def train_cmd(ctx: click.Context, tenant: str, labelled_dir: Path | None, intera
               seed: int) -> None:
     """Fine-tune the embedding model for one tenant, register it, and promote it if it passes the gate."""
     from models.exceptions import ModelError
-    from models.export import export_base_model
+    from models.export import serving_model
     from models.ranker.online import Objective
     from models.training.data import (
         SPLITS,
@@ -118,7 +118,7 @@ def train_cmd(ctx: click.Context, tenant: str, labelled_dir: Path | None, intera
                              "interactions with products in the catalogue")
     click.echo(f"{len(rows)} rows from {source}", err=True)
     base_dir = settings.models.embedder_dir
-    export_base_model(base_dir)
+    serving_model(base_dir)
     run = RunConfig(test_fraction=test_fraction, splits=tuple(splits) or SPLITS,  # type: ignore[arg-type]
                     mined_per_query=hard_negatives, gate=not no_gate,
                     gate_config=GateConfig(min_relative_gain=min_gain), seed=seed)

@@ -195,7 +195,7 @@ class Retrainer:
 
     def _fine_tune(self, tenant: str, records: list[Any], decision: Decision) -> dict[str, Any]:
         """The real run: rows weighted by the tenant's objective → train → register → gate."""
-        from models.export import export_base_model
+        from models.export import serving_model
         from models.ranker.online import Objective
         from models.training.data import OutcomeWeights, examples_from_interactions
         from models.training.gate import GateConfig
@@ -210,7 +210,7 @@ class Retrainer:
             return {"status": "skipped", "version": None,
                     "reason": f"only {len(rows)} usable rows (products missing from the catalogue texts?)"}
         base_dir = self.settings.models.embedder_dir
-        export_base_model(base_dir)
+        serving_model(base_dir)
         result = train_tenant(
             rows, models_dir=self.settings.models.dir, tenant=tenant, base_dir=base_dir,
             work_dir=self.settings.models.dir / "training" / tenant, source=f"retrain:{decision.trigger}",

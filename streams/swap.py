@@ -4,6 +4,10 @@ The registry (``shoprank models promote | rollback``) writes each tenant's point
 (models.serving.pointer_path); every worker checks the pointers every ``SHOPRANK_MODELS_SWAP_CHECK_S``
 and runs :func:`models.serving.rebuild` in a thread for a tenant whose pointer names another model than
 the one serving it. Searches go on, on the old model and collection, until the switch.
+
+It also brings each base-served tenant's collection to the base model once per run
+(:func:`models.serving.refresh_base`): products another base model embedded (an fp32 export before an
+int8 one, say) are re-embedded in place, in the background.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 
 import faust
 
-from models.serving import RebuildReport, Serving, collection_for, read_pointer, rebuild
+from models.serving import RebuildReport, Serving, collection_for, read_pointer, rebuild, refresh_base
 from streams.resources import Resources
 from streams.settings import Settings
 
@@ -34,6 +38,8 @@ class SwapManager:
         self.running: dict[str, dict[str, Any]] = {}
         self.done: dict[str, dict[str, Any]] = {}
         self.failed: dict[str, str] = {}
+        #: Base-served tenants whose collection holds only the base model's vectors (checked this run).
+        self.refreshed: dict[str, dict[str, Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         app.timer(settings.models.swap_check_s, name="model-swap-check")(self.check)
 
@@ -51,10 +57,39 @@ class SwapManager:
                 continue
             current = table.serving(tenant).model_dir
             if _same(wanted, current):
+                if current is None and tenant not in self.refreshed and self.resources.loaded()["store_open"]:
+                    self._start(self._refresh(tenant))
                 continue
-            task = asyncio.ensure_future(self._swap(tenant, wanted))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(self._swap(tenant, wanted))
+
+    def _start(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _refresh(self, tenant: str) -> None:
+        state: dict[str, Any] = {"to": "base", "version": self.resources.serving.base.version, "products": 0,
+                                 "in_place": True}
+        self.running[tenant] = state
+
+        def progress(n: int) -> None:
+            state["products"] = n
+
+        try:
+            report = await asyncio.to_thread(
+                refresh_base, self.resources.store, self.resources.serving, tenant,
+                max_core_share=self.settings.models.swap_core_share, progress=progress,
+            )
+            self.refreshed[tenant] = {"version": report.new_version, "re_embedded": report.embedded,
+                                      "replaced": report.old_version if report.embedded else None,
+                                      "seconds": round(report.seconds, 1)}
+            self.failed.pop(tenant, None)
+        except Exception as exc:  # retried at the next check, after a back-off
+            log.exception("re-embedding %s's catalogue with the base model failed", tenant)
+            self.failed[tenant] = f"{type(exc).__name__}: {exc}"
+            await asyncio.sleep(self.settings.models.swap_check_s * 5)
+        finally:
+            self.running.pop(tenant, None)
 
     async def _swap(self, tenant: str, model_dir: Path | None) -> None:
         table = self.resources.serving
@@ -114,7 +149,8 @@ class SwapManager:
         table = self.resources.serving if self.resources.loaded()["model_loaded"] else None
         serving = {t: {"version": s.version, "collection": s.collection}
                    for t in self.settings.tenants if table is not None and (s := table.serving(t))}
-        return {"serving": serving, "swapping": self.running, "last_swap": self.done, "failed": self.failed}
+        return {"serving": serving, "swapping": self.running, "last_swap": self.done, "failed": self.failed,
+                "base_refreshed": self.refreshed}
 
 
 def _same(a: Path | None, b: Path | None) -> bool:

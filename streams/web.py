@@ -184,7 +184,7 @@ def register_views(shop: ShoprankApp) -> None:
 
     @app.page("/v1/stats/models")
     async def model_stats(view: web.View, request: web.Request) -> web.Response:
-        """Which model and collection serve each tenant; hot swaps running, done and failed."""
+        """Which model and collection serve each tenant; hot swaps and base re-embeddings running, done and failed."""
         return view.json(shop.swaps.stats())
 
     @app.page("/v1/stats/rules")

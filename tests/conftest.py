@@ -34,6 +34,16 @@ def model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def int8_model_dir() -> Path:
+    """The model a worker serves by default (``SHOPRANK_MODELS_EMBEDDER=base-int8``): the same weights
+    quantised to int8, exported as the commands that serve it export it into an empty directory."""
+    from models.export import BASE_INT8_DIR, serving_model
+
+    serving_model(MODELS / BASE_INT8_DIR)
+    return MODELS / BASE_INT8_DIR
+
+
+@pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
     log = tmp_path_factory.mktemp("broker") / "tansu.log"
     b = EmbeddedBroker("127.0.0.1", free_port(), log_path=log).start()

@@ -134,11 +134,12 @@ def test_second_worker_on_the_same_data_dir_is_refused_with_the_fix(  # type: ig
 
 
 def test_demo_indexes_the_bundled_real_catalogue_and_answers_queries(  # type: ignore[no-untyped-def]
-        broker: EmbeddedBroker, prefix: str, model_dir, tmp_path) -> None:
-    """The README's main command, on the session broker: DummyJSON's products indexed, queries answered."""
+        broker: EmbeddedBroker, prefix: str, int8_model_dir, tmp_path) -> None:
+    """The README's main command, on the session broker: DummyJSON's products indexed, queries answered,
+    by the default model (int8)."""
     env = {"SHOPRANK_KAFKA_BOOTSTRAP": broker.bootstrap, "SHOPRANK_KAFKA_TOPIC_PREFIX": prefix,
-           "SHOPRANK_MODELS_DIR": str(model_dir.parent), "SHOPRANK_MODELS_EMBEDDER": model_dir.name,
-           "SHOPRANK_WORKER_DATA_DIR": str(tmp_path), "COLUMNS": "160"}
+           "SHOPRANK_MODELS_DIR": str(int8_model_dir.parent), "SHOPRANK_WORKER_DATA_DIR": str(tmp_path),
+           "COLUMNS": "160"}
     result = run_cli("demo", "gaming laptop", "rolex", "--events", "300", "--learn-events", "0", env=env,
                      timeout=300)
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])

@@ -110,3 +110,20 @@ def test_commands_serve_the_model_a_directory_holds_and_export_only_into_an_empt
     assert serving_model(served).version == "int8-test"
     assert sorted((p.name, p.stat().st_mtime_ns) for p in served.iterdir()) == before  # no fp32 export over it
     assert serving_model(model_dir) == ModelManifest.read(model_dir)
+
+
+def test_the_default_serving_model_is_the_int8_export_and_agrees_with_fp32(
+        model_dir: Path, int8_model_dir: Path, tmp_path: Path) -> None:
+    from models.export import BASE_FP32_DIR, serving_model
+    from streams.settings import Settings
+
+    assert Settings().models.embedder_dir.name == int8_model_dir.name
+    served = ModelManifest.read(int8_model_dir)
+    assert served.quantized and served.onnx_file == "model.int8.onnx" and served.version.startswith("all-MiniLM-L6-v2-int8-")
+    texts = ["Apple MacBook Pro 14 Inch Space Grey", "red lipstick", "Garden hose 30 m. Greenline. Garden",
+             "stainless steel kitchen knife set", "wireless noise cancelling headphones"]
+    a, b = OnnxEmbedder(model_dir).embed(texts), OnnxEmbedder(int8_model_dir).embed(texts)
+    cosines = np.sum(a * b, axis=1)
+    assert cosines.min() > 0.97, cosines
+    # An empty directory named `base` gets fp32: what `SHOPRANK_MODELS_EMBEDDER=base` asks for.
+    assert serving_model(tmp_path / BASE_FP32_DIR).version == ModelManifest.read(model_dir).version

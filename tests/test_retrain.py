@@ -164,9 +164,9 @@ async def _publish(bootstrap: str, settings, records: list[AttributedInteraction
 
 
 def test_retrainer_collects_trains_the_due_tenant_and_leaves_the_other(broker: EmbeddedBroker, prefix: str,
-                                                                        model_dir: Path, tmp_path: Path) -> None:
+                                                                        int8_model_dir: Path, tmp_path: Path) -> None:
     models_dir = tmp_path / "models"
-    shutil.copytree(model_dir, models_dir / "base")
+    shutil.copytree(int8_model_dir, models_dir / int8_model_dir.name)  # what serves by default
     settings = load_settings(tenants=("demo", "acme"), kafka={"bootstrap": broker.bootstrap, "topic_prefix": prefix},
                              models={"dir": models_dir},
                              retrain={"min_total": 20, "min_new": 1000, "min_new_on_schedule": 10, "max_steps": 2,

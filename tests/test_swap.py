@@ -204,3 +204,88 @@ def test_a_worker_swaps_when_the_tenant_s_model_is_promoted(
         stats = worker.get("/v1/stats/models")
     assert stats["last_swap"]["demo"]["embedded"] == 201 and stats["failed"] == {}
     assert len(answers) > 3  # the swap took a while, and searches went on meanwhile
+
+
+@pytest.mark.parametrize("kind", ["edge", "qdrant"])
+def test_a_new_base_model_re_embeds_the_products_another_one_embedded_in_place(
+    kind: str, model_dir: Path, int8_dir: Path, tmp_path: Path
+) -> None:
+    """An fp32 catalogue under an int8 default, say: afterwards every vector is the serving model's."""
+    from models.serving import refresh_base
+
+    old, new = OnnxEmbedder(model_dir), OnnxEmbedder(int8_dir)
+    store = open_store(kind, root=tmp_path / "index", url=":memory:")  # type: ignore[arg-type]
+    products = catalogue(120)
+    CatalogueIndexer(store, old).apply(products)
+    table = ServingTable(new)  # the worker restarted with another base model
+    indexer = CatalogueIndexer(store, new, table)
+    # Written by the indexer before the refresh: already the new model's, or gone.
+    indexer.apply([products[0].model_copy(update={"price": 1.23, "updated_at": 2_000}),
+                   CatalogueUpdate(tenant="demo", product_id=products[1].product_id, op="delete", updated_at=2_000)])
+    searcher = Searcher(store, new, ["demo"], serving=table)
+
+    target, query = products[5], products[5].title or ""
+
+    def dense() -> float | None:  # the target's dense score; BM25 retrieves it by its title whatever its vector
+        r = searcher.search(SearchRequest(request_id=uuid.uuid4().hex, tenant="demo", query=query, page_size=100))
+        return next(i.scores.get("dense") for i in r.items if i.product_id == target.product_id)
+
+    before = dense()  # the negated model's query against the old model's vector: far, or not found by it
+    assert before is None or before < 0
+
+    done: list[int] = []
+    report = refresh_base(store, table, "demo", page=32, max_core_share=1.0, progress=done.append)
+    assert report.embedded == 118 and report.old_version == old.version and report.new_version == new.version
+    assert done[-1] == 118
+    payloads = store.payloads("demo", [p.product_id for p in products])
+    assert {p["model_version"] for p in payloads.values()} == {new.version} and len(payloads) == 119
+    assert payloads[products[0].product_id]["price"] == 1.23  # the indexer's write stands
+    from models.indexer import product_text
+
+    q, d = new.embed([query])[0], new.embed([product_text(target)])[0]
+    after = dense()
+    assert after is not None and after > 0.5 and abs(float(np.dot(q, d)) - after) < 2e-3
+
+    assert refresh_base(store, table, "demo", max_core_share=1.0).embedded == 0  # nothing left to do
+    # A tenant with a promoted model is served from that model's own collection: nothing to refresh.
+    table.begin("demo", Serving("demo--x", old, model_dir))
+    table.commit("demo")
+    assert refresh_base(store, table, "demo", max_core_share=1.0).embedded == 0
+    store.close()
+
+
+@pytest.mark.integration
+def test_a_worker_restarted_on_another_base_model_re_embeds_its_catalogue(
+    broker: Any, prefix: str, make_worker: Any, model_dir: Path, int8_dir: Path, tmp_path: Path
+) -> None:
+    """What upgrading to the int8 default does to a catalogue indexed in fp32, with the same data directories."""
+    from streams.supervise import http_post_json
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "before").symlink_to(model_dir)
+    (models / "after").symlink_to(int8_dir)
+    env = {"SHOPRANK_MODELS_DIR": str(models), "SHOPRANK_MODELS_SWAP_CHECK_S": "0.5",
+           "SHOPRANK_RANKER_EXPLORE_SLOTS": ""}
+    first = make_worker(prefix, app_id="upgrade", extra_env={**env, "SHOPRANK_MODELS_EMBEDDER": "before"})
+    send_updates(broker, prefix, [u.model_copy(update={"updated_at": 1}) for u in catalogue(150)]
+                 + [product("p-hose", "Garden hose 30 m", "Greenline", ["Garden"], 25.0, 4)])
+    deadline = time.monotonic() + 90
+    while first.get("/v1/stats/catalogue").get("embedded", 0) < 151 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    first.stop()
+
+    second = make_worker(prefix, app_id="upgrade", extra_env={**env, "SHOPRANK_MODELS_EMBEDDER": "after"})
+    deadline = time.monotonic() + 60
+    while "demo" not in (stats := second.get("/v1/stats/models"))["base_refreshed"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    new = OnnxEmbedder(int8_dir).version
+    assert stats["base_refreshed"]["demo"] == {"version": new, "re_embedded": 151,
+                                               "replaced": OnnxEmbedder(model_dir).version,
+                                               "seconds": stats["base_refreshed"]["demo"]["seconds"]}, stats
+    assert stats["base_refreshed"]["acme"]["re_embedded"] == 0 and stats["failed"] == {}
+    status, answer = http_post_json(second.url + "/v1/search", {"tenant": "demo", "query": "garden hose",
+                                                                "page_size": 5})
+    assert status == 200 and answer["model_versions"]["embedder"] == new
+    top = answer["items"][0]
+    assert top["product_id"] == "p-hose" and top["scores"]["dense"] > 0.5  # its vector is the new model's

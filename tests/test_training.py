@@ -332,9 +332,10 @@ def test_models_commands_list_promote_and_rollback(registry: dict, tmp_path: Pat
     assert nothing.returncode == 1 and "--labelled" in nothing.stderr
 
 
-def test_models_train_command_trains_registers_and_gates(model_dir: Path, tmp_path: Path) -> None:
+def test_models_train_command_trains_registers_and_gates(int8_model_dir: Path, tmp_path: Path) -> None:
     models_dir = tmp_path / "models"
-    shutil.copytree(model_dir, models_dir / "base")  # the exported base model, as `shoprank models export` leaves it
+    # The exported base model, as `shoprank models export` leaves it: the int8 export serves by default.
+    shutil.copytree(int8_model_dir, models_dir / int8_model_dir.name)
     env = {"SHOPRANK_MODELS_DIR": str(models_dir)}
     done = run_cli("models", "train", "--tenant", "demo", "--labelled", str(FIXTURE), "--max-steps", "2",
                    "--batch-size", "8", "--max-minutes", "2", "--hard-negatives", "2", env=env, timeout=240)
