@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +16,6 @@ from models.store import ProductPoint, VectorStore
 from schemas import CatalogueUpdate
 
 __all__ = ["CatalogueIndexer", "IndexReport", "content_hash", "product_text"]
-
-#: Products embedded per step of a batch: each step's store write runs while the next step embeds.
-WRITE_STEP = 128
 
 
 def product_text(u: CatalogueUpdate) -> str:
@@ -83,7 +79,6 @@ class CatalogueIndexer:
         self.embedder = embedder
         self.serving = serving if serving is not None else ServingTable(embedder)
         self._collections: set[tuple[str, int]] = set()
-        self._writer: ThreadPoolExecutor | None = None
 
     def apply(self, updates: Sequence[CatalogueUpdate], versions: dict[str, int | None] | None = None) -> IndexReport:
         """Index ``updates``. ``versions`` maps ``tenant:product_id`` to the newest ``updated_at`` seen,
@@ -156,37 +151,11 @@ class CatalogueIndexer:
             self.store.delete(collection, deletes)
             report.deleted += len(deletes)
         if to_embed:
-            self._embed_and_upsert(embedder, collection, to_embed)
-            report.embedded += len(to_embed)
-
-    def _embed_and_upsert(self, embedder: Embedder, collection: str, to_embed: list[tuple[CatalogueUpdate, str]]
-                          ) -> None:
-        """Embed in steps of :data:`WRITE_STEP`, each step's upsert overlapping the next step's embedding.
-
-        ONNX Runtime leaves the interpreter while it embeds, so the store's write (BM25 vectors, payloads,
-        the engine's update) runs beside it instead of leaving the cores idle: it was about 6% of a bulk
-        load's time (bench_indexing, py-spy). Every write is done when this returns, as before.
-        """
-        pending: Future[None] | None = None
-        try:
-            for start in range(0, len(to_embed), WRITE_STEP):
-                step = to_embed[start : start + WRITE_STEP]
-                texts = [product_text(u) for u, _ in step]
-                vectors = embedder.embed(texts)
-                points = [ProductPoint(u.product_id, vectors[i], texts[i], _payload(u, embedder.version, digest))
-                          for i, (u, digest) in enumerate(step)]
-                if pending is not None:
-                    pending.result()
-                if start + WRITE_STEP >= len(to_embed):  # the last step: nothing left to overlap with
-                    pending = None
-                    self.store.upsert(collection, points)
-                else:
-                    pending = self._write_thread().submit(self.store.upsert, collection, points)
-        finally:
-            if pending is not None:  # an embedding failed: the write under way still finishes first
-                pending.exception()
-
-    def _write_thread(self) -> ThreadPoolExecutor:
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(1, thread_name_prefix="index-write")
-        return self._writer
+            texts = [product_text(u) for u, _ in to_embed]
+            vectors = embedder.embed(texts)
+            points = [
+                ProductPoint(u.product_id, vectors[i], texts[i], _payload(u, embedder.version, digest))
+                for i, (u, digest) in enumerate(to_embed)
+            ]
+            self.store.upsert(collection, points)
+            report.embedded += len(points)
