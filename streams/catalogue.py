@@ -51,6 +51,9 @@ class CatalogueStats:
     stale: int = 0
     rejected: int = 0
     batches: int = 0
+    #: when the newest batch became searchable (Unix time, s): with ``embedded``, an indexing rate that
+    #: does not depend on how often it is read
+    last_batch_at: float | None = None
     #: broker timestamp → searchable, for the newest batch (ms)
     last_freshness_ms: float | None = None
     tenants: set[str] = field(default_factory=set)
@@ -159,6 +162,7 @@ class CataloguePipeline:
             s.deleted += report.deleted
             s.stale += report.stale
             s.batches += 1
+            s.last_batch_at = time.time()
             s.tenants |= report.tenants
             newest = max((e.message.timestamp for e in batch if e.message.timestamp), default=None)
             if newest:

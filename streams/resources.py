@@ -49,7 +49,8 @@ class Resources:
 
     def _embedder(self, model_dir: Path) -> Embedder:
         m = self.settings.models
-        model = OnnxEmbedder(model_dir, threads=m.threads or None, query_threads=m.query_threads or None)
+        model = OnnxEmbedder(model_dir, batch_size=m.batch_size, threads=m.threads or None,
+                             query_threads=m.query_threads or None)
         return TruncatedEmbedder(model, m.dimensions) if m.dimensions and m.dimensions < model.dimensions else model
 
     @property

@@ -72,9 +72,10 @@ def test_resources_are_built_once_even_from_racing_threads(tmp_path, model_dir) 
     from streams.resources import Resources
     from streams.settings import ModelSettings, StoreSettings
 
-    settings = Settings(models=ModelSettings(dir=model_dir.parent, embedder=model_dir.name),
+    settings = Settings(models=ModelSettings(dir=model_dir.parent, embedder=model_dir.name, batch_size=16),
                         store=StoreSettings(dir=tmp_path / "index"))
     res = Resources(settings)
+    assert res.embedder.batch_size == 16  # SHOPRANK_MODELS_BATCH_SIZE reaches the serving embedder
     got: list[object] = []
     barrier = threading.Barrier(4)
 
