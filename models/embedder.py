@@ -151,9 +151,9 @@ class OnnxEmbedder:
                 if self._query_session is None:
                     self._query_session = self._session(self._query_threads)
                 session = self._query_session
-        # One run for all of them: a few short queries pad little, and at 100 searches/s the search
-        # thread's runs of 4 queued behind each other (bench_search Kafka p99 3.38-3.46x the floor, with
-        # one run 2.78x).
+        # One run for all of them, as before the document runs shrank to 4: a few short queries pad little,
+        # and one run costs one pass of the interpreter's work around ONNX Runtime. (bench_search's Kafka p99
+        # could not tell the two apart: 2.8-3.8x the floor either way, the VM's noise.)
         return self._embed(texts, session, batch_size=len(texts))
 
     def _run(self, texts: list[str], session: ort.InferenceSession, options: ort.RunOptions | None = None
