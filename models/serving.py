@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,25 +198,14 @@ def rebuild(store: VectorStore, table: ServingTable, tenant: str, target: Servin
     store.ensure_collection(target.collection, target.embedder.dimensions)
     table.begin(tenant, target)
     try:
-        offset: Any = None
-        while True:
-            if cancelled is not None and cancelled():
-                raise InterruptedError(f"rebuild of {tenant!r} for {target.version} cancelled")
-            try:
-                batch, offset = store.scroll(source.collection, offset, page)
-            except CollectionNotFound:
-                batch, offset = [], None
-            if batch:
-                t0 = time.perf_counter()
-                texts = [payload_text(p) for p in batch]
-                vectors = target.embedder.embed(texts)
-                _write(store, table, tenant, source, target, batch, texts, vectors, report)
-                if progress is not None:
-                    progress(report.embedded + report.skipped)
-                busy = time.perf_counter() - t0
-                time.sleep(busy * (1 / max_core_share - 1))
-            if offset is None:
-                break
+        for batch in _pages(store, source.collection, page, cancelled, f"rebuild of {tenant!r} for {target.version}"):
+            t0 = time.perf_counter()
+            texts = [payload_text(p) for p in batch]
+            vectors = target.embedder.embed(texts)
+            _write(store, table, tenant, source, target, batch, texts, vectors, report)
+            if progress is not None:
+                progress(report.embedded + report.skipped)
+            _throttle(t0, max_core_share)
         _sweep(store, table, tenant, source, target, page, report)
         with table.lock(tenant):
             table.commit(tenant)
@@ -271,50 +260,63 @@ def refresh_base(store: VectorStore, table: ServingTable, tenant: str, *, page: 
     report = RebuildReport(tenant, "", serving.version, serving.collection)
     if serving.model_dir is not None:  # a fine-tuned model serves it from its own collection
         return report
-    offset: Any = None
     old: Counter[str] = Counter()
-    while True:
-        if cancelled is not None and cancelled():
-            raise InterruptedError(f"re-embedding {tenant!r} for {serving.version} cancelled")
-        try:
-            batch, offset = store.scroll(serving.collection, offset, page)
-        except CollectionNotFound:
-            break
+    for batch in _pages(store, serving.collection, page, cancelled, f"re-embedding {tenant!r} for {serving.version}"):
         stale = [p for p in batch if p.get("model_version") != serving.version]
         report.skipped += len(batch) - len(stale)
-        if stale:
-            t0 = time.perf_counter()
-            old.update(str(p.get("model_version")) for p in stale)
-            texts = [payload_text(p) for p in stale]
-            vectors = serving.embedder.embed(texts)
-            with table.lock(tenant):
-                if table.serving(tenant) != serving:  # swapped meanwhile: the swap re-embeds
-                    break
-                now = store.payloads(serving.collection, [p["product_id"] for p in stale])
-                points = []
-                for p, text, vector in zip(stale, texts, vectors, strict=True):
-                    current = now.get(p["product_id"])
-                    if current is None or current.get("updated_at") != p.get("updated_at") \
-                            or current.get("model_version") == serving.version:
-                        report.skipped += 1  # deleted or rewritten by the indexer since it was read
-                        continue
-                    points.append(ProductPoint(p["product_id"], vector, text,
-                                               {**current, "text": text, "model_version": serving.version}))
-                if points:
-                    store.upsert(serving.collection, points)
-                report.embedded += len(points)
-            if progress is not None:
-                progress(report.embedded)
-            busy = time.perf_counter() - t0
-            time.sleep(busy * (1 / max_core_share - 1))
-        if offset is None:
-            break
+        if not stale:
+            continue
+        t0 = time.perf_counter()
+        old.update(str(p.get("model_version")) for p in stale)
+        texts = [payload_text(p) for p in stale]
+        vectors = serving.embedder.embed(texts)
+        with table.lock(tenant):
+            if table.serving(tenant) != serving:  # swapped meanwhile: the swap re-embeds
+                break
+            now = store.payloads(serving.collection, [p["product_id"] for p in stale])
+            points = []
+            for p, text, vector in zip(stale, texts, vectors, strict=True):
+                current = now.get(p["product_id"])
+                if current is None or current.get("updated_at") != p.get("updated_at") \
+                        or current.get("model_version") == serving.version:
+                    report.skipped += 1  # deleted or rewritten by the indexer since it was read
+                    continue
+                points.append(ProductPoint(p["product_id"], vector, text,
+                                           {**current, "text": text, "model_version": serving.version}))
+            if points:
+                store.upsert(serving.collection, points)
+            report.embedded += len(points)
+        if progress is not None:
+            progress(report.embedded)
+        _throttle(t0, max_core_share)
     report.old_version = ", ".join(v for v, _ in old.most_common()) or serving.version
     report.seconds = time.perf_counter() - started
     if report.embedded:
         log.info("tenant %s: %d products embedded by %s re-embedded with %s in %.1f s", tenant, report.embedded,
                  report.old_version, serving.version, report.seconds)
     return report
+
+
+def _pages(store: VectorStore, collection: str, page: int, cancelled: Callable[[], bool] | None,
+           what: str) -> Iterator[list[dict[str, Any]]]:
+    """A collection's payloads, page by page (none if it does not exist); ``cancelled`` is asked before each."""
+    offset: Any = None
+    while True:
+        if cancelled is not None and cancelled():
+            raise InterruptedError(f"{what} cancelled")
+        try:
+            batch, offset = store.scroll(collection, offset, page)
+        except CollectionNotFound:
+            return
+        if batch:
+            yield batch
+        if offset is None:
+            return
+
+
+def _throttle(started: float, max_core_share: float) -> None:
+    """Sleep in proportion to the work done since ``started``, so that it takes ``max_core_share`` of a core."""
+    time.sleep((time.perf_counter() - started) * (1 / max_core_share - 1))
 
 
 def _sweep(store: VectorStore, table: ServingTable, tenant: str, source: Serving, target: Serving, page: int,
