@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import Row, append_rows, code_version  # noqa: E402
 
 from models.embedder import OnnxEmbedder  # noqa: E402
-from models.export import export_base_model  # noqa: E402
+from models.export import BASE_FP32_DIR, BASE_INT8_DIR, export_base_model  # noqa: E402
 from models.indexer import product_text  # noqa: E402
 from schemas import encode  # noqa: E402
 from streams.broker import EmbeddedBroker  # noqa: E402
@@ -36,7 +36,7 @@ from streams.supervise import WorkerProcess, free_port  # noqa: E402
 
 MODELS = Path(".shoprank/models")
 #: What the worker serves by default (streams.settings.ModelSettings.embedder): the int8 export.
-SERVED = "base-int8"
+SERVED = BASE_INT8_DIR
 
 
 def _raw_onnx(texts: list[str], model: Path) -> float:
@@ -91,8 +91,8 @@ def main() -> None:
     args = ap.parse_args()
     n = args.products
     console = Console()
-    fp32 = export_base_model(MODELS / "base")
-    int8 = export_base_model(MODELS / "base-int8", quantize=True)
+    fp32 = export_base_model(MODELS / BASE_FP32_DIR)
+    int8 = export_base_model(MODELS / SERVED, quantize=True)
     updates = generate_catalogue(n, seed=3, tenant="demo")
     texts = [product_text(u) for u in updates]
     # Raw throughput before and after the worker phase: this machine drifts by 10-20% between
@@ -103,11 +103,11 @@ def main() -> None:
     raw_after = _raw_onnx(texts, MODELS / SERVED)
     raw = (raw_before + raw_after) / 2
     sample = texts[: min(2000, n)]
-    a = OnnxEmbedder(MODELS / "base").embed(sample)
-    b = OnnxEmbedder(MODELS / "base-int8").embed(sample)
+    a = OnnxEmbedder(MODELS / BASE_FP32_DIR).embed(sample)
+    b = OnnxEmbedder(MODELS / SERVED).embed(sample)
     cos = np.sum(a * b, axis=1)
-    raw_sample = _raw_onnx(sample, MODELS / "base")
-    raw_int8 = _raw_onnx(sample, MODELS / "base-int8")
+    raw_sample = _raw_onnx(sample, MODELS / BASE_FP32_DIR)
+    raw_int8 = _raw_onnx(sample, MODELS / SERVED)
     version = code_version(Path(__file__).resolve().parents[1])
     rows = [
         Row("indexing products/s through the catalogue agent", indexed, raw,

@@ -51,7 +51,7 @@ from _results import Row, append_rows, code_version, fmt, machine
 
 import streams
 from models.embedder import OnnxEmbedder
-from models.export import export_base_model
+from models.export import BASE_FP32_DIR, BASE_INT8_DIR, export_base_model
 from schemas import SearchRequest, encode
 from streams.broker import EmbeddedBroker
 from streams.kafka import ensure_topics, producer
@@ -546,12 +546,12 @@ def main() -> int:
     console.print(f"{BENCHMARK}: {n:,} products, {rps:g} rps x {secs:g} s, memory at {mem_n:,} products, "
                   f"code {rev}, {machine()}, load {load_before:.2f}")
 
-    served = "base" if args.fp32 else "base-int8"
+    served = BASE_FP32_DIR if args.fp32 else BASE_INT8_DIR
     model = export_base_model(MODELS / served, quantize=not args.fp32)
     console.print(f"model {model.version} in {MODELS / served}")
     # The VM check embeds with fp32 whatever serves, so that it compares across the rows of every date.
-    export_base_model(MODELS / "base")
-    vm_check = vm_speed_ms(MODELS / "base")
+    export_base_model(MODELS / BASE_FP32_DIR)
+    vm_check = vm_speed_ms(MODELS / BASE_FP32_DIR)
     console.print(f"VM check: one-query embed {vm_check:.1f} ms (one thread, median of 50)")
     updates = generate_catalogue(max(n, mem_n), seed=SEED, tenant=TENANT)
     first, rest = updates[:n], updates[n:mem_n]

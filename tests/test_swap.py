@@ -59,6 +59,16 @@ def catalogue(n: int, ts: int = 1_000) -> list[CatalogueUpdate]:
     return [u.model_copy(update={"updated_at": ts}) for u in generate_catalogue(n, tenant="demo", seed=7)]
 
 
+def index_with_hose(broker: Any, prefix: str, worker: Any, n: int) -> None:
+    """Publish ``n`` catalogue products and a garden hose (the product a "garden hose" search must find
+    first), and wait until ``worker`` has embedded them (at most 90 s)."""
+    send_updates(broker, prefix, [u.model_copy(update={"updated_at": 1}) for u in catalogue(n)]
+                 + [product("p-hose", "Garden hose 30 m", "Greenline", ["Garden"], 25.0, 4)])
+    deadline = time.monotonic() + 90
+    while worker.get("/v1/stats/catalogue").get("embedded", 0) < n + 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 @pytest.mark.parametrize("kind", ["edge", "qdrant"])
 def test_a_swap_under_search_and_update_load_fails_no_search_and_mixes_no_vectors(
     kind: str, model_dir: Path, int8_dir: Path, tmp_path: Path
@@ -173,11 +183,7 @@ def test_a_worker_swaps_when_the_tenant_s_model_is_promoted(
     worker = make_worker(prefix, extra_env={"SHOPRANK_MODELS_DIR": str(models), "SHOPRANK_MODELS_EMBEDDER": "base",
                                             "SHOPRANK_MODELS_SWAP_CHECK_S": "0.5",
                                             "SHOPRANK_RANKER_EXPLORE_SLOTS": ""})
-    send_updates(broker, prefix, [u.model_copy(update={"updated_at": 1}) for u in catalogue(200)]
-                 + [product("p-hose", "Garden hose 30 m", "Greenline", ["Garden"], 25.0, 4)])
-    deadline = time.monotonic() + 90
-    while worker.get("/v1/stats/catalogue").get("embedded", 0) < 201 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    index_with_hose(broker, prefix, worker, 200)
 
     def search() -> tuple[int, Any]:
         return http_post_json(worker.url + "/v1/search", {"tenant": "demo", "query": "garden hose", "page_size": 5})
@@ -268,11 +274,7 @@ def test_a_worker_restarted_on_another_base_model_re_embeds_its_catalogue(
     env = {"SHOPRANK_MODELS_DIR": str(models), "SHOPRANK_MODELS_SWAP_CHECK_S": "0.5",
            "SHOPRANK_RANKER_EXPLORE_SLOTS": ""}
     first = make_worker(prefix, app_id="upgrade", extra_env={**env, "SHOPRANK_MODELS_EMBEDDER": "before"})
-    send_updates(broker, prefix, [u.model_copy(update={"updated_at": 1}) for u in catalogue(150)]
-                 + [product("p-hose", "Garden hose 30 m", "Greenline", ["Garden"], 25.0, 4)])
-    deadline = time.monotonic() + 90
-    while first.get("/v1/stats/catalogue").get("embedded", 0) < 151 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    index_with_hose(broker, prefix, first, 150)
     first.stop()
 
     second = make_worker(prefix, app_id="upgrade", extra_env={**env, "SHOPRANK_MODELS_EMBEDDER": "after"})
