@@ -1,0 +1,97 @@
+"""The catalogue's versions table (newest ``updated_at`` per product, deletes included) on the real broker:
+written to its changelog in packs (streams.packed), it comes back from the changelog alone, and records
+written before packs (one int per ``tenant:product_id`` key) still guard their products."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from schemas import CatalogueUpdate
+from streams.catalogue import VERSION_PREFIX
+from streams.kafka import producer, read_topic
+from streams.supervise import WorkerProcess, http_post_json
+from tests.test_search import PRODUCTS, T0, product, send_updates, wait_stats
+
+pytestmark = pytest.mark.integration
+
+APP_ID = "versions"
+
+
+def changelog(prefix: str) -> str:
+    return f"{prefix}{APP_ID}-catalogue-versions-changelog"
+
+
+def start(broker: Any, prefix: str, model_dir: Path, tmp: Path, data: str) -> WorkerProcess:
+    """A worker on its own table directory ``data`` and a store directory shared by every start."""
+    return WorkerProcess(
+        broker.bootstrap, topic_prefix=prefix, app_id=APP_ID, tenants="demo", data_dir=tmp / data,
+        log_path=tmp / f"{data}.log",
+        extra_env={"SHOPRANK_MODELS_DIR": str(model_dir.parent), "SHOPRANK_MODELS_EMBEDDER": model_dir.name,
+                   "SHOPRANK_STORE_DIR": str(tmp / "index")},
+    ).start()
+
+
+def search(worker: WorkerProcess, query: str) -> list[dict[str, Any]]:
+    status, body = http_post_json(worker.url + "/v1/search", {"tenant": "demo", "query": query, "page_size": 10})
+    assert status == 200, body
+    return body["items"]
+
+
+def test_versions_are_packed_recovered_from_the_changelog_and_old_records_still_count(
+        broker: Any, prefix: str, model_dir: Path, tmp_path: Path) -> None:
+    # A record as workers wrote them before packs (the bare key, an int): p11 was deleted at T0 + 30.
+    async def old_record() -> None:
+        async with producer(broker.bootstrap) as prod:
+            await prod.send_and_wait(changelog(prefix), orjson.dumps(T0 + 30), key=orjson.dumps("demo:p11"),
+                                     partition=0)
+
+    asyncio.run(old_record())
+    hose = ("p11", "Garden hose 25 m", "Verdo", ["Garden", "Watering"], 35.0, 8)
+    first = start(broker, prefix, model_dir, tmp_path, "data-1")
+    try:
+        send_updates(broker, prefix, [product(*p) for p in PRODUCTS] + [product(*hose, ts=T0 + 25)])
+        wait_stats(first, embedded=len(PRODUCTS), stale=1)
+        send_updates(broker, prefix, [CatalogueUpdate(op="delete", tenant="demo", product_id="p6", updated_at=T0 + 20)])
+        stats = wait_stats(first, deleted=1)
+        assert stats["embedded"] == len(PRODUCTS) and stats["stale"] == 1
+        assert "p11" not in [item["product_id"] for item in search(first, "garden hose")]
+    finally:
+        assert first.stop() == 0
+
+    async def records() -> list[tuple[bytes | None, Any]]:
+        return [(key, orjson.loads(value)) async for _, _, key, value, _ in  # type: ignore[misc]
+                read_topic(broker.bootstrap, changelog(prefix), idle_timeout_s=1)]
+
+    written = [(key, value) for key, value in asyncio.run(records()) if key != orjson.dumps("demo:p11")]
+    # Two batches (ten products, then the delete), each one pack per partition: not one record per product.
+    assert 2 <= len(written) <= 5, written
+    assert all(key is not None and key.startswith(b'"pk|') for key, _ in written), written
+    packed = {k: v for _, pack in written for k, v in pack["r"].items()}
+    assert packed[f"{VERSION_PREFIX}demo:p6"] == T0 + 20 and packed[f"{VERSION_PREFIX}demo:p1"] == T0
+    assert f"{VERSION_PREFIX}demo:p11" not in packed  # stale: its version did not move
+
+    # A new table directory: the versions come from the changelog alone (the store keeps its products).
+    second = start(broker, prefix, model_dir, tmp_path, "data-2")
+    try:
+        before = wait_stats(second)
+        send_updates(broker, prefix, [
+            # older than the delete: p6 stays deleted
+            product("p6", "Claw hammer, fibreglass handle", "Forgeline", ["Tools", "Hand tools"], 19.5, 40, ts=T0 + 15),
+            # older than the record written before packs: ignored
+            product(*hose, ts=T0 + 28),
+            # newer than everything: taken (payload only, the text is unchanged)
+            product("p7", "Stainless steel frying pan 28 cm", "Cucina", ["Kitchen", "Cookware"], 29.0, 12, ts=T0 + 10),
+        ])
+        stats = wait_stats(second, stale=before["stale"] + 2, payload_only=before["payload_only"] + 1)
+        assert stats["embedded"] == before["embedded"] and stats["stale"] == before["stale"] + 2
+        assert "p6" not in [item["product_id"] for item in search(second, "claw hammer")]
+        assert "p11" not in [item["product_id"] for item in search(second, "garden hose")]
+        pan = search(second, "frying pan")[0]
+        assert pan["product_id"] == "p7" and pan["price"] == 29.0
+    finally:
+        assert second.stop() == 0
