@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from schemas.topics import TOPICS
 from streams import faust_compat, table_store
 from streams.batching import in_thread
 from streams.catalogue import CataloguePipeline
+from streams.gc_freeze import GcFreezer
 from streams.kafka import PRODUCER_BATCH_BYTES, create_missing, spec_topics
 from streams.learning import LearningPipeline
 from streams.logloss import LogLossWatch
@@ -59,6 +59,7 @@ class ShoprankApp:
     ranker_share: RankerShare
     forget: ForgetList
     swaps: SwapManager
+    gc: GcFreezer
 
 
 def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
@@ -117,6 +118,7 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
         ranker_share=RankerShare(app, settings, bootstrap, hub),  # the learner's models, for every worker
         forget=forget,
         swaps=SwapManager(app, settings, resources),
+        gc=GcFreezer(worker.gc_reclaim_s),
     )
 
     @app.timer(settings.ranker.checkpoint_interval_s, name="ranker-checkpoint")
@@ -167,9 +169,13 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
         # Start-up leaves about 230,000 objects (Faust, the model, the store) that live as long as the
         # worker, and every full collection walked them again: 100 ms pauses, each one a burst of late
         # searches (bench_search at 100 rps: Kafka p99 536-820 ms before, 177 ms after). Frozen, they
-        # are left out of collections.
-        gc.collect()
-        gc.freeze()
+        # are left out of collections; what settles later is frozen by the timer below.
+        shop.gc.reclaim()
+
+    if worker.gc_freeze_s > 0:
+        @app.timer(worker.gc_freeze_s, name="gc-freeze")
+        async def freeze_settled_objects() -> None:
+            shop.gc.tick()
 
     from streams import metrics
     from streams.web import register_views

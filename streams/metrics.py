@@ -19,6 +19,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Enum,
+    GCCollector,
     Gauge,
     Histogram,
     PlatformCollector,
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 REGISTRY = CollectorRegistry()
 ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
 
 #: The classic text format that :func:`generate_latest` writes; every Prometheus version reads it.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -86,6 +88,15 @@ GROUP_STATUS = Enum(
     ["group"], states=["NOTFOUND", "OK", "WARN", "ERR"], registry=REGISTRY,
 )
 INDEX_POINTS = Gauge("shoprank_index_points", "Products in each tenant's index", ["tenant"], registry=REGISTRY)
+GC_FROZEN = Gauge("shoprank_gc_frozen_objects", "Objects frozen out of full garbage collections (streams.gc_freeze)",
+                  registry=REGISTRY)
+GC_RECLAIMED = Gauge(
+    "shoprank_gc_reclaimed_objects",
+    "Unreachable objects the reclaiming collections found among frozen ones, since the worker started",
+    registry=REGISTRY,
+)
+GC_RECLAIM_SECONDS = Gauge("shoprank_gc_last_reclaim_seconds", "Pause of the last reclaiming full collection",
+                           registry=REGISTRY)
 SAMPLE_ERRORS = Counter(
     "shoprank_metrics_sample_errors", "Failed background samples (broker or store unreachable)", ["what"],
     registry=REGISTRY,
@@ -125,6 +136,9 @@ def install(shop: ShoprankApp) -> None:
     # Faust's consumer group id is the app id (with the topic prefix); search requests have their own.
     groups = [app.conf.id, shop.search.requests.group]
     window = LagWindow()
+    GC_FROZEN.set_function(shop.gc.frozen)
+    GC_RECLAIMED.set_function(lambda: shop.gc.stats.reclaimed)
+    GC_RECLAIM_SECONDS.set_function(lambda: shop.gc.stats.last_reclaim_s or 0.0)
 
     @app.timer(shop.settings.worker.metrics_interval_s, name="metrics-sampler")
     async def sample() -> None:

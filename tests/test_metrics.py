@@ -118,6 +118,9 @@ def test_metrics_move_with_traffic(broker: EmbeddedBroker, prefix: str, make_wor
     searched = scrape(worker)
     stages = {dict(labels)["stage"]: v for labels, v in named(searched, "shoprank_search_stage_seconds_count").items()}
     assert stages and set(stages) == set(body["timings_ms"]) and all(v >= 1 for v in stages.values())
+    # Start-up froze the worker's long-lived objects out of full collections (streams.gc_freeze).
+    assert value(searched, "shoprank_gc_frozen_objects") > 100_000
+    assert value(searched, "python_gc_collections_total", generation="0") > 0
 
 
 def test_readyz_goes_from_503_naming_the_check_to_200(broker: EmbeddedBroker, prefix: str, tmp_path: Path,
