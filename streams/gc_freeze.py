@@ -9,8 +9,8 @@ buffers. At 10,000 products a full collection walked about 74,000 of them and to
 (bench_search: p99 33-47 ms, the slowest 1% in bursts 3.5 s apart, each led by one search whose own
 server time was 30-35 ms).
 
-:class:`GcFreezer` moves what survived a young collection into the permanent generation every few
-seconds (``gc.freeze``: a list splice, no walk). Full collections then walk only what is younger than
+:class:`GcFreezer` collects what is not frozen yet and moves the survivors into the permanent
+generation every few seconds (``gc.freeze``: a list splice, no walk). Full collections then walk only what is younger than
 the last freeze: under a millisecond in the same run. Frozen objects are still freed by reference
 counting, as almost all are; only garbage cycles among them wait, for :meth:`GcFreezer.reclaim`,
 which unfreezes, collects everything and freezes again every ``SHOPRANK_WORKER_GC_RECLAIM_S``: one
@@ -46,8 +46,13 @@ class GcFreezer:
         self._reclaimed_at = time.monotonic()
 
     def freeze(self) -> None:
-        """Collect the young generations (their garbage must not be frozen), then freeze what is left."""
-        gc.collect(1)
+        """Collect what is not frozen yet (its garbage must not be frozen), then freeze what is left.
+
+        A full collection, but a short one: it walks only the objects that arrived since the last freeze.
+        Collecting only the young generations first left the garbage cycles already promoted to the
+        oldest one to be frozen with the rest: indexing 40,000 products, the worker grew by 175 MB.
+        """
+        gc.collect()
         gc.freeze()
         self.stats.freezes += 1
 
