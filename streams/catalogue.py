@@ -18,7 +18,6 @@ from schemas.topics import TOPICS
 from streams import metrics
 from streams.batching import active_partitions, as_current, in_thread
 from streams.deadletters import DeadLetterSink
-from streams.packed import PackedRecords
 from streams.settings import Settings
 from streams.table_store import table_options
 
@@ -35,13 +34,6 @@ _BATCH_WITHIN_S = 0.1
 #: Back-off between attempts to write a batch while the store fails: doubling from the first, capped.
 _RETRY_FIRST_S = 0.5
 _RETRY_MAX_S = 30.0
-#: Versions are table records under this prefix, sent to the changelog in packs (streams.packed): one
-#: changelog record per product was the agent's largest cost besides embedding (bench_indexing: 0.81
-#: of raw ONNX throughput with them, 0.85 with no versions written at all). Records written before
-#: 2026-12-06 sit under the bare ``tenant:product_id`` key, an int each, and are still read.
-VERSION_PREFIX = "v|"
-#: Decoded versions kept in memory (streams.packed): a product's version is read once per update.
-_VERSION_CACHE = 10_000
 
 
 def _store_unavailable(exc: BaseException) -> bool:
@@ -81,10 +73,13 @@ class CataloguePipeline:
         self.topic = app.topic(
             settings.topic("catalogue"), key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
         )
-        # Newest updated_at per tenant:product_id, deletes included: a late upsert cannot resurrect.
-        self.versions_table = app.Table("catalogue-versions", default=None, partitions=TOPICS["catalogue"].partitions,
-                                        options=table_options(settings.worker.store))
-        self.versions = PackedRecords(self.versions_table, VERSION_PREFIX, cache=_VERSION_CACHE)
+        # Deletes by tenant:product_id (their updated_at), so that a late upsert cannot resurrect the product.
+        # A product in the store carries its own updated_at, which the indexer compares first; upserts are
+        # not written here. They were, one changelog record per product: the agent's largest cost besides
+        # embedding (bench_indexing 0.81-0.83 of raw ONNX throughput with them). Tables written before
+        # 2026-12-06 hold upserts' versions too, which read as before.
+        self.versions = app.Table("catalogue-versions", default=None, partitions=TOPICS["catalogue"].partitions,
+                                  options=table_options(settings.worker.store))
         self.dead = DeadLetterSink(app, settings, self.AGENT)
         self.stats = CatalogueStats()
         self._indexer_factory = indexer_factory
@@ -135,8 +130,8 @@ class CataloguePipeline:
         async for batch in stream.take_events(_BATCH_MAX, within=_BATCH_WITHIN_S):
             metrics.EVENTS.labels(self.AGENT).inc(len(batch))
             updates: list[CatalogueUpdate] = []
-            #: ``tenant:product_id`` → the batch's last event carrying an update of it (whatever its key)
-            events: dict[str, Any] = {}
+            #: ``tenant:product_id`` → the batch's newest update of it and the event that carried it
+            latest: dict[str, tuple[CatalogueUpdate, Any]] = {}
             for event in batch:
                 message = event.message
                 try:
@@ -148,13 +143,15 @@ class CataloguePipeline:
                     await self.dead.send(message, err.reason, err.detail)
                     continue
                 updates.append(u)
-                events[f"{u.tenant}:{u.product_id}"] = event
+                key = f"{u.tenant}:{u.product_id}"
+                if key not in latest or u.updated_at >= latest[key][0].updated_at:
+                    latest[key] = (u, event)
             if not updates:
                 yield None
                 continue
-            # The indexer runs in a thread on a plain dict; the versions that moved are written back
-            # here, on the loop, in packs sent with their partition's events (_write_versions).
-            known = {k: self.version(k) for k in events}
+            # The indexer runs in a thread on a plain dict; deletes are written back here, on the loop,
+            # each with the event that carried it, so the write lands in its partition's changelog.
+            known: dict[str, int | None] = {k: self.versions.get(k) for k in latest}
             versions = dict(known)
             try:
                 report, versions = await self._apply(updates, versions)
@@ -164,7 +161,12 @@ class CataloguePipeline:
                     await self.dead.send(event.message, "internal_error", f"{type(exc).__name__}: {exc}")
                 yield None
                 continue
-            self._write_versions(versions, known, events)
+            for key, version in versions.items():
+                last = latest.get(key)
+                if (version is not None and version != known.get(key) and last is not None
+                        and last[0].op == "delete"):
+                    as_current(last[1])
+                    self.versions[key] = version
             s = self.stats
             s.embedded += report.embedded
             s.payload_only += report.payload_only
@@ -177,29 +179,6 @@ class CataloguePipeline:
             if newest:
                 s.last_freshness_ms = round((time.time() - newest) * 1000, 1)
             yield None
-
-    def version(self, key: str) -> int | None:
-        """The newest ``updated_at`` seen of ``tenant:product_id`` (deletes included), or None."""
-        version = self.versions.get(VERSION_PREFIX + key)
-        return version if version is not None else self.versions_table.get(key)  # written before packs
-
-    def _write_versions(self, versions: dict[str, int | None], known: dict[str, int | None],
-                        events: dict[str, Any]) -> None:
-        """Store the versions that moved, one pack per partition, each sent with that partition's last event."""
-        packs: dict[int, dict[str, int]] = {}
-        anchors: dict[int, Any] = {}
-        for key, version in versions.items():
-            if version is not None and version != known.get(key) and key in events:
-                partition = events[key].message.partition
-                packs.setdefault(partition, {})[VERSION_PREFIX + key] = version
-        for event in events.values():
-            partition = event.message.partition
-            if partition in packs and (partition not in anchors
-                                       or event.message.offset > anchors[partition].message.offset):
-                anchors[partition] = event
-        for partition, records in packs.items():
-            as_current(anchors[partition])  # the pack goes to this partition's changelog, acked with the event
-            self.versions.write(records)
 
     async def build_index_when_quiet(self) -> None:
         """Build the vector index of collections that took enough new vectors (the store counts them, a

@@ -1,6 +1,6 @@
-"""The catalogue's versions table (newest ``updated_at`` per product, deletes included) on the real broker:
-written to its changelog in packs (streams.packed), it comes back from the changelog alone, and records
-written before packs (one int per ``tenant:product_id`` key) still guard their products."""
+"""The catalogue's versions table on the real broker: it holds deletes only (a product in the store carries
+its own ``updated_at``), it comes back from the changelog alone, and a version recorded earlier (tables
+written before 2026-12-06 hold upserts' too) still guards its product."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import orjson
 import pytest
 
 from schemas import CatalogueUpdate
-from streams.catalogue import VERSION_PREFIX
 from streams.kafka import producer, read_topic
 from streams.supervise import WorkerProcess, http_post_json
 from tests.test_search import PRODUCTS, T0, product, send_updates, wait_stats
@@ -42,9 +41,9 @@ def search(worker: WorkerProcess, query: str) -> list[dict[str, Any]]:
     return body["items"]
 
 
-def test_versions_are_packed_recovered_from_the_changelog_and_old_records_still_count(
+def test_only_deletes_are_recorded_and_they_survive_a_new_table_directory(
         broker: Any, prefix: str, model_dir: Path, tmp_path: Path) -> None:
-    # A record as workers wrote them before packs (the bare key, an int): p11 was deleted at T0 + 30.
+    # A version recorded before this worker: p11 was deleted at T0 + 30.
     async def old_record() -> None:
         async with producer(broker.bootstrap) as prod:
             await prod.send_and_wait(changelog(prefix), orjson.dumps(T0 + 30), key=orjson.dumps("demo:p11"),
@@ -67,13 +66,9 @@ def test_versions_are_packed_recovered_from_the_changelog_and_old_records_still_
         return [(key, orjson.loads(value)) async for _, _, key, value, _ in  # type: ignore[misc]
                 read_topic(broker.bootstrap, changelog(prefix), idle_timeout_s=1)]
 
-    written = [(key, value) for key, value in asyncio.run(records()) if key != orjson.dumps("demo:p11")]
-    # Two batches (ten products, then the delete), each one pack per partition: not one record per product.
-    assert 2 <= len(written) <= 5, written
-    assert all(key is not None and key.startswith(b'"pk|') for key, _ in written), written
-    packed = {k: v for _, pack in written for k, v in pack["r"].items()}
-    assert packed[f"{VERSION_PREFIX}demo:p6"] == T0 + 20 and packed[f"{VERSION_PREFIX}demo:p1"] == T0
-    assert f"{VERSION_PREFIX}demo:p11" not in packed  # stale: its version did not move
+    written = asyncio.run(records())
+    # The delete and the version recorded before; no upsert wrote a record.
+    assert sorted(written) == [(orjson.dumps("demo:p11"), T0 + 30), (orjson.dumps("demo:p6"), T0 + 20)], written
 
     # A new table directory: the versions come from the changelog alone (the store keeps its products).
     second = start(broker, prefix, model_dir, tmp_path, "data-2")
@@ -82,7 +77,7 @@ def test_versions_are_packed_recovered_from_the_changelog_and_old_records_still_
         send_updates(broker, prefix, [
             # older than the delete: p6 stays deleted
             product("p6", "Claw hammer, fibreglass handle", "Forgeline", ["Tools", "Hand tools"], 19.5, 40, ts=T0 + 15),
-            # older than the record written before packs: ignored
+            # older than its recorded delete: ignored
             product(*hose, ts=T0 + 28),
             # newer than everything: taken (payload only, the text is unchanged)
             product("p7", "Stainless steel frying pan 28 cm", "Cucina", ["Kitchen", "Cookware"], 29.0, 12, ts=T0 + 10),
