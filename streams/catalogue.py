@@ -18,6 +18,7 @@ from schemas.topics import TOPICS
 from streams import metrics
 from streams.batching import active_partitions, as_current, in_thread
 from streams.deadletters import DeadLetterSink
+from streams.malloc_arenas import trim_free_memory
 from streams.settings import Settings
 from streams.table_store import table_options
 
@@ -192,7 +193,7 @@ class CataloguePipeline:
             return
         started = time.perf_counter()
         try:
-            built = await in_thread(self.indexer.store.optimize_pending, self._min_points)
+            built = await in_thread(self._build, self._min_points)
         except StoreError as exc:  # searches go on over the plain segment; the next load tries again
             log.warning("could not build the vector index: %s", exc)
             return
@@ -201,6 +202,13 @@ class CataloguePipeline:
             s.index_builds += len(built)
             s.last_index_build_s = round(time.perf_counter() - started, 2)
             log.info("built the vector index of %s in %.1f s", ", ".join(built), s.last_index_build_s)
+
+    def _build(self, min_points: int) -> list[str]:
+        built = self.indexer.store.optimize_pending(min_points)
+        if built:
+            # A bulk load and the build leave freed memory in the middle of malloc's arenas, resident.
+            trim_free_memory()
+        return built
 
     async def _apply(self, updates: list[CatalogueUpdate], versions: dict[str, int | None]
                      ) -> tuple[IndexReport, dict[str, int | None]]:

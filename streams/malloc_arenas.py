@@ -15,7 +15,7 @@ import ctypes.util
 import logging
 import platform
 
-__all__ = ["limit_malloc_arenas"]
+__all__ = ["limit_malloc_arenas", "trim_free_memory"]
 
 log = logging.getLogger(__name__)
 
@@ -40,3 +40,19 @@ def limit_malloc_arenas(arenas: int) -> bool:
     if not ok:
         log.warning("mallopt refused to cap malloc arenas at %d", arenas)
     return ok
+
+
+def trim_free_memory() -> bool:
+    """Give the pages that malloc holds free back to the system (glibc ``malloc_trim(0)``); True if any went.
+
+    Freed memory stays resident in its arena until the arena's top is free; a bulk load leaves much of
+    it in the middle. Elsewhere than glibc it does nothing.
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError) as exc:
+        log.debug("malloc_trim is not available: %s", exc)
+        return False
