@@ -81,9 +81,9 @@ class CatalogueIndexer:
         self._collections: set[tuple[str, int]] = set()
 
     def apply(self, updates: Sequence[CatalogueUpdate], versions: dict[str, int | None] | None = None) -> IndexReport:
-        """Index ``updates``. ``versions`` maps ``tenant:product_id`` to the newest ``updated_at`` seen,
-        deletes included (so a late upsert cannot resurrect a deleted product); it is read and updated.
-        The store's own ``updated_at`` payload covers products whose key is not in ``versions``.
+        """Index ``updates``. ``versions`` maps ``tenant:product_id`` to the ``updated_at`` of its delete (so
+        a late upsert cannot resurrect a deleted product); it is read, and each delete taken is added.
+        A product in the store carries its own ``updated_at``, compared too, so upserts are not added.
         """
         versions = {} if versions is None else versions
         report = IndexReport()
@@ -124,7 +124,8 @@ class CatalogueIndexer:
             if u.updated_at <= known:
                 report.stale += 1
                 continue
-            versions[vkey] = u.updated_at
+            if u.op == "delete":
+                versions[vkey] = u.updated_at
             fresh.append(u)
         for i, target in enumerate(targets):
             held = existing if i == 0 else self.store.payloads(target.collection, ids)

@@ -75,10 +75,10 @@ class CataloguePipeline:
             settings.topic("catalogue"), key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
         )
         # Deletes by tenant:product_id (their updated_at), so that a late upsert cannot resurrect the product.
-        # A product in the store carries its own updated_at, which the indexer compares first; upserts are
-        # not written here. They were, one changelog record per product: the agent's largest cost besides
-        # embedding (bench_indexing 0.81-0.83 of raw ONNX throughput with them). Tables written before
-        # 2026-12-06 hold upserts' versions too, which read as before.
+        # A product in the store carries its own updated_at, which the indexer compares too, so it records
+        # no upserts here (models.indexer). It did, one changelog record per product: the agent's largest
+        # cost besides embedding (bench_indexing 0.81-0.83 of raw ONNX throughput with them). Tables
+        # written before 2026-12-06 hold upserts' versions too, which read as before.
         self.versions = app.Table("catalogue-versions", default=None, partitions=TOPICS["catalogue"].partitions,
                                   options=table_options(settings.worker.store))
         self.dead = DeadLetterSink(app, settings, self.AGENT)
@@ -131,8 +131,8 @@ class CataloguePipeline:
         async for batch in stream.take_events(_BATCH_MAX, within=_BATCH_WITHIN_S):
             metrics.EVENTS.labels(self.AGENT).inc(len(batch))
             updates: list[CatalogueUpdate] = []
-            #: ``tenant:product_id`` → the batch's newest update of it and the event that carried it
-            latest: dict[str, tuple[CatalogueUpdate, Any]] = {}
+            #: ``tenant:product_id`` → the batch's last event carrying an update of it
+            events: dict[str, Any] = {}
             for event in batch:
                 message = event.message
                 try:
@@ -144,15 +144,13 @@ class CataloguePipeline:
                     await self.dead.send(message, err.reason, err.detail)
                     continue
                 updates.append(u)
-                key = f"{u.tenant}:{u.product_id}"
-                if key not in latest or u.updated_at >= latest[key][0].updated_at:
-                    latest[key] = (u, event)
+                events[f"{u.tenant}:{u.product_id}"] = event
             if not updates:
                 yield None
                 continue
-            # The indexer runs in a thread on a plain dict; deletes are written back here, on the loop,
-            # each with the event that carried it, so the write lands in its partition's changelog.
-            known: dict[str, int | None] = {k: self.versions.get(k) for k in latest}
+            # The indexer runs in a thread on a plain dict; the deletes it took are written back here, on
+            # the loop, naming each key's own event so the write lands in its partition's changelog.
+            known: dict[str, int | None] = {k: self.versions.get(k) for k in events}
             versions = dict(known)
             try:
                 report, versions = await self._apply(updates, versions)
@@ -163,10 +161,8 @@ class CataloguePipeline:
                 yield None
                 continue
             for key, version in versions.items():
-                last = latest.get(key)
-                if (version is not None and version != known.get(key) and last is not None
-                        and last[0].op == "delete"):
-                    as_current(last[1])
+                if version is not None and version != known.get(key):
+                    as_current(events[key])
                     self.versions[key] = version
             s = self.stats
             s.embedded += report.embedded

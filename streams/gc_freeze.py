@@ -10,8 +10,8 @@ buffers. At 10,000 products a full collection walked about 74,000 of them and to
 server time was 30-35 ms).
 
 :class:`GcFreezer` collects what is not frozen yet and moves the survivors into the permanent
-generation every few seconds (``gc.freeze``: a list splice, no walk). Full collections then walk only what is younger than
-the last freeze: under a millisecond in the same run. Frozen objects are still freed by reference
+generation every few seconds (``gc.freeze``: a list splice, no walk). Full collections then walk only
+what is younger than the last freeze: under a millisecond in the same run. Frozen objects are still freed by reference
 counting, as almost all are; only garbage cycles among them wait, for :meth:`GcFreezer.reclaim`,
 which unfreezes, collects everything and freezes again every ``SHOPRANK_WORKER_GC_RECLAIM_S``: one
 long pause (about 0.1 s) in that interval instead of one every few seconds. What each reclaim found

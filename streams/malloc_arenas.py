@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import platform
 
@@ -32,8 +33,7 @@ def limit_malloc_arenas(arenas: int) -> bool:
     if arenas <= 0 or platform.libc_ver()[0] != "glibc":
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = bool(libc.mallopt(_M_ARENA_MAX, arenas))
+        ok = bool(_glibc().mallopt(_M_ARENA_MAX, arenas))
     except (OSError, AttributeError) as exc:  # no mallopt in this libc: memory use as before
         log.warning("could not cap malloc arenas at %d: %s", arenas, exc)
         return False
@@ -51,8 +51,13 @@ def trim_free_memory() -> bool:
     if platform.libc_ver()[0] != "glibc":
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.malloc_trim(0))
+        return bool(_glibc().malloc_trim(0))
     except (OSError, AttributeError) as exc:
         log.debug("malloc_trim is not available: %s", exc)
         return False
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL:
+    """The C library, loaded once (trim_free_memory runs after every index build)."""
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
