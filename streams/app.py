@@ -12,10 +12,11 @@ from aiokafka.admin import NewTopic
 from mode.utils.times import want_seconds
 
 from schemas.topics import TOPICS
-from streams import faust_compat, table_store
+from streams import faust_compat, group_watch, table_store
 from streams.batching import in_thread
 from streams.catalogue import CataloguePipeline
 from streams.gc_freeze import GcFreezer
+from streams.group_watch import GroupWatch
 from streams.kafka import PRODUCER_BATCH_BYTES, create_missing, spec_topics
 from streams.learning import LearningPipeline
 from streams.logloss import LogLossWatch
@@ -35,8 +36,6 @@ __all__ = ["ShoprankApp", "create_app", "faust_topics"]
 log = logging.getLogger(__name__)
 
 
-#: How often a worker checks that shoprank's topics exist (they vanish with a broker's lost log).
-_TOPIC_CHECK_S = 5.0
 #: How often standby table partitions take the changelog records read for them (streams.app below).
 _STANDBY_APPLY_S = 0.5
 
@@ -60,6 +59,7 @@ class ShoprankApp:
     forget: ForgetList
     swaps: SwapManager
     gc: GcFreezer
+    group: GroupWatch
 
 
 def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
@@ -119,6 +119,7 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
         forget=forget,
         swaps=SwapManager(app, settings, resources),
         gc=GcFreezer(worker.gc_reclaim_s),
+        group=GroupWatch(app, log_loss),
     )
 
     @app.timer(settings.ranker.checkpoint_interval_s, name="ranker-checkpoint")
@@ -149,7 +150,7 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
 
     ours = spec_topics(kafka.topic_prefix, retention_ms=kafka.retention_ms)
 
-    @app.timer(_TOPIC_CHECK_S, name="topic-guard")
+    @app.timer(kafka.topic_check_s, name="topic-guard")
     async def recreate_lost_topics() -> None:
         """A broker that lost its log lost our topics too: create them again, as the worker did at start."""
         try:
@@ -161,6 +162,13 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
         if created:
             log_loss.topics_recreated()
             log.warning("topics missing on the broker (did it lose its log?) were created again: %s", created)
+
+    @app.timer(group_watch.CHECK_S, name="group-watch")
+    async def join_again_if_topics_came_back() -> None:
+        try:
+            await shop.group.check()
+        except Exception as exc:  # noqa: BLE001 - the broker went away again; the next check tries again
+            log.warning("joining the group again failed: %s", exc)
 
     @app.task
     async def load_resources() -> None:

@@ -296,6 +296,8 @@ def _within_served_log(consumer: Any, offsets: Mapping[Any, int], lost_at_ms: in
         elif lost_at_ms is not None and (state.timestamp or 0) < lost_at_ms:
             log.debug("commit of %s[%d] held: no fetch from the broker's new log yet", tp.topic, tp.partition)
         elif offset > state.highwater:
+            if _log_loss is not None:
+                _log_loss.past_end.add(tp)  # streams.group_watch joins the group again: the loss is then reported
             if _past_end_warned.get(tp) == state.highwater:
                 continue
             _past_end_warned[tp] = state.highwater

@@ -79,6 +79,9 @@ class LogLossWatch:
         #: commits then wait for the new log's end (streams.faust_compat._within_served_log).
         self.log_lost_at_ms: int | None = None
         self._epoch_of: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        #: Assigned partitions whose read position is past the end of the broker's log of them: a log lost
+        #: without a group join since (a topic deleted and created again), found when a commit was held back.
+        self.past_end: set[Any] = set()
 
     # -- fed by the consumer (streams.faust_compat) -----------------------------------------------
 
@@ -127,6 +130,7 @@ class LogLossWatch:
         (``ends``) is now below what was processed: a live log never shrinks.
         """
         found = []
+        self.past_end.clear()  # this assignment's read positions come from the broker's committed offsets
         epoch = self.epoch + 1  # taken only if a reset is found
         for tp, now in broker.items():
             before = self.committed.get(tp)

@@ -74,6 +74,12 @@ class KafkaSettings(_Section):
         description="SHOPRANK_KAFKA_SEARCH_IDLE_FETCH_MAX_WAIT_MS: the search request consumer's wait once no "
         "request has come for a second (back to SHOPRANK_KAFKA_SEARCH_FETCH_MAX_WAIT_MS with the next).",
     )
+    # A broker that lost its log lost our topics too; the worker creates them again from their specs.
+    topic_check_s: float = Field(
+        default=5.0, gt=0, le=3_600,
+        description="SHOPRANK_KAFKA_TOPIC_CHECK_S: how often the worker checks that its topics exist on the "
+        "broker, and creates the missing ones again (a broker that lost its log).",
+    )
     # The search request consumer joins its group by subscribing to the topic, and aiokafka notices a
     # topic created (or grown) after the join only when it next refreshes its metadata: every 5 minutes
     # by default. After the embedded broker lost its log the worker creates the topic again, and the
