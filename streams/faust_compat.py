@@ -351,6 +351,21 @@ def _install_log_loss_hooks() -> None:
             for tp in committed:
                 if (tp.topic, tp.partition) in lost:
                     _forget_partition(self, tp)
+            # Records Faust fetched and then dropped (its flow stopped for a rebalance) are read again only
+            # because a seek to the committed offset moves the partition back; one without a committed
+            # offset (a log the broker lost, nothing committed yet) stayed where the fetcher had got to,
+            # and they were never processed (seen: a second join during the rebalance after a broker
+            # restart left a whole batch of pixel events uncounted). Read such a partition from its start,
+            # as the consumer's auto_offset_reset says: the agents drop what they had already counted.
+            uncommitted = [tp for tp, offset in committed.items() if offset is None and tp.topic in _log_loss.topics]
+            if uncommitted:
+                try:
+                    starts = dict(await self.earliest_offsets(*uncommitted))
+                except Exception:  # noqa: BLE001 - left where they are, as before
+                    log.warning("could not read the start offsets of %s to read them from there", uncommitted)
+                    starts = {}
+                for tp, first in starts.items():
+                    await self.seek(tp, first)
         return committed
 
     consumer_cls.ack = watched_ack
