@@ -164,7 +164,7 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
             log.warning("topics missing on the broker (did it lose its log?) were created again: %s", created)
 
     @app.timer(group_watch.CHECK_S, name="group-watch")
-    async def join_again_if_topics_came_back() -> None:
+    async def join_again_if_the_assignment_is_stale() -> None:
         try:
             await shop.group.check()
         except Exception as exc:  # noqa: BLE001 - the broker went away again; the next check tries again

@@ -94,8 +94,7 @@ class GroupWatch:
             await self.app.consumer.commit()
         except Exception as exc:  # noqa: BLE001 - what is not committed is read again and deduplicated
             log.warning("commit before joining the group again failed: %s", exc)
-        thread = self.app.consumer._thread  # noqa: SLF001 - the aiokafka consumer lives in Faust's thread
-        joined = await thread.call_thread(self._join_again, consumer, topics)
+        joined = await self._thread().call_thread(self._join_again, consumer, topics)
         if joined:
             self.skipped = frozenset()  # the new join's assignment records its own
             self.log_loss.past_end.clear()
@@ -104,10 +103,13 @@ class GroupWatch:
             log.warning("the stream consumer leaves its group and joins again: %s", reason)
         return bool(joined)
 
+    def _thread(self) -> Any:
+        """Faust's consumer thread, where the aiokafka consumer lives (None before it exists)."""
+        return getattr(self.app.consumer, "_thread", None)
+
     def _consumer(self) -> Any:
         """The aiokafka consumer of the worker's streams, once started."""
-        thread = getattr(self.app.consumer, "_thread", None)
-        return getattr(thread, "_consumer", None)
+        return getattr(self._thread(), "_consumer", None)
 
     @staticmethod
     async def _join_again(consumer: Any, topics: list[str]) -> bool:
