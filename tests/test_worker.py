@@ -8,6 +8,7 @@ import hashlib
 import time
 from collections import Counter
 
+import orjson
 import pytest
 
 from schemas import DeadLetter, decode
@@ -126,6 +127,46 @@ def test_restart_recovers_tables_from_the_changelog(broker: EmbeddedBroker, pref
     assert second.get("/v1/stats/pixel")["dead_letters"] == {"duplicate_event": 1}
     letter = dead_letters(broker, prefix)[0]
     assert base64.b64decode(letter.value_b64) == batch1[7].value
+
+
+def test_counts_kept_by_an_earlier_version_are_carried_on(broker: EmbeddedBroker, prefix: str, make_worker) -> None:  # type: ignore[no-untyped-def]
+    """Earlier versions kept a count record per tenant, type and partition (``count|t|type|p``); the
+    worker now keeps one per partition. Recovered old records count, and new events add to them."""
+    topic = f"{prefix}shoprank.pixel"
+    app_id = "legacy-app"
+    first = make_worker(prefix, app_id=app_id)
+    batch1 = valid_events(200, seed=7, tenants=("demo", "acme"))
+    where = publish(broker, topic, batch1)
+    wait_counts(first, expected_counts(batch1))
+    assert first.stop() == 0
+    # Rewrite the changelog as the earlier version left it: its records, and none of the new kind.
+    legacy: dict[str, list[int]] = {}
+    for msg, (partition, offset) in zip(batch1, where, strict=True):
+        if msg.expect == "valid":
+            n, _ = legacy.get(key := f"count|{msg.tenant}|{msg.type}|{partition}", (0, -1))
+            legacy[key] = [n + 1, offset]
+
+    async def rewrite() -> None:
+        async with producer(broker.bootstrap) as prod:
+            changelog = f"{prefix}{app_id}-pixel-state-changelog"
+            for partition in range(4):
+                await prod.send_and_wait(changelog, None, key=orjson.dumps(f"counts|{partition}"), partition=partition)
+            for key, value in legacy.items():
+                await prod.send_and_wait(changelog, orjson.dumps(value), key=orjson.dumps(key),
+                                         partition=int(key.rsplit("|", 1)[1]))
+
+    asyncio.run(rewrite())
+    second = make_worker(prefix, app_id=app_id)
+    assert second.get("/v1/stats/pixel")["counts"] == expected_counts(batch1)
+    # The dedupe records came back as before, and new events add to the old counts.
+    replay = [SampleMessage(batch1[3].key, batch1[3].value, "duplicate_event", batch1[3].tenant)]
+    batch2 = valid_events(60, seed=8, tenants=("demo", "acme"))
+    publish(broker, topic, replay + batch2)
+    wait_counts(second, expected_counts(batch1 + batch2))
+    assert second.stop() == 0
+    # Written back as one record per partition: a third start recovers the same from it.
+    third = make_worker(prefix, app_id=app_id)
+    assert third.get("/v1/stats/pixel")["counts"] == expected_counts(batch1 + batch2)
 
 
 def test_deployments_with_different_prefixes_share_no_table_state(broker: EmbeddedBroker, make_worker) -> None:  # type: ignore[no-untyped-def]
