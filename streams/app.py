@@ -12,7 +12,7 @@ from aiokafka.admin import NewTopic
 from mode.utils.times import want_seconds
 
 from schemas.topics import TOPICS
-from streams import faust_compat, group_watch, table_store
+from streams import eager_handover, faust_compat, group_watch, table_store
 from streams.batching import in_thread
 from streams.catalogue import CataloguePipeline
 from streams.gc_freeze import GcFreezer
@@ -67,6 +67,7 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
     log_loss = LogLossWatch({settings.topic(name): spec.partitions for name, spec in TOPICS.items()})
     table_store.install()
     faust_compat.install(fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms, log_loss=log_loss)
+    eager_handover.install()
     kafka = settings.kafka
     worker = settings.worker
     app = faust.App(
