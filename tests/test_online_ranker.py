@@ -187,3 +187,21 @@ def test_features_follow_each_payload_object_while_the_static_parts_are_remember
         x = feature_matrix("shoes", changed, e, NOW)
         assert x[:, price] == pytest.approx([math.log1p(5.0 + round_)] * 3)
         del changed
+
+
+
+def test_impressions_teach_each_rank_as_often_as_it_is_examined_and_replays_learn_the_same() -> None:
+    """An item shown at rank r is a click negative with probability propensity(r), at weight 1."""
+    config = RankerConfig(explore_slots=())
+    for rank in (0, 2, 5, 9):
+        ranker, replay = (OnlineRanker(config, Engagement({})) for _ in range(2))
+        for k in range(3000):
+            it = AttributedInteraction(
+                interaction_id=f"s{k}:i", tenant="demo", search_id=f"s{k}", query="shoes", outcome="impression",
+                items=[LoggedItem(product_id=f"p{k % 40}", position=rank, features={"dense": 0.3})],
+                event_ts=NOW, search_ts=NOW)
+            ranker.learn(it)
+            replay.learn(it)
+        learned = ranker.click_scaler.counts["dense"] / 3000  # the scaler counts the examples learned
+        assert learned == pytest.approx(ranker.propensity(rank), abs=0.03)
+        assert ranker.click.weights == replay.click.weights and ranker.click.intercept == replay.click.intercept
