@@ -16,7 +16,9 @@ In one run, on one embedded (Tansu) broker, with the same seeded session traffic
   interactions topic (re-keyed by tenant, so that one tenant's ranker learns in one place) and reads it
   back in the learning agent. No pipeline with that second hop does better on the same broker.
 
-Totals are checked exactly; a run whose totals do not match says so in the notes.
+Totals are checked exactly; a run whose totals do not match says so in the notes. Each shoprank run
+also notes how many cores the workers, the broker and this process kept busy over it: two workers and
+the broker share the machine's cores, which bounds what a second worker can add on a small machine.
 
 Usage: python bench/bench_learning.py [--sessions 5000] [--tenants 8] [--no-record]
 """
@@ -32,6 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -90,9 +93,35 @@ def _totals(workers: list[WorkerProcess], tenants: list[str]) -> dict[str, dict[
     return out
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cores(broker: EmbeddedBroker, workers: list[WorkerProcess]) -> Callable[[float], str]:
+    """Starts counting CPU; the function returned says how many cores each party kept busy since."""
+    pids = {"workers": [w.process.pid for w in workers if w.process is not None],
+            "broker": [broker.process.pid] if broker.process is not None else []}
+    start = {k: sum(map(_cpu_s, v)) for k, v in pids.items()}
+    own = os.times()
+
+    def busy(elapsed_s: float) -> str:
+        now = os.times()
+        used = {k: (sum(map(_cpu_s, v)) - start[k]) / elapsed_s for k, v in pids.items()}
+        used["this process (producer, polls)"] = (now.user + now.system - own.user - own.system) / elapsed_s
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in used.items())
+        return f"cores busy {sum(used.values()):.2f} of {os.cpu_count()} ({parts})"
+
+    return busy
+
+
 def _shoprank(broker: EmbeddedBroker, traffic: SessionTraffic, tenants: list[str], workers_n: int,
-              workdir: Path, timeout_s: float, env: dict[str, str] | None = None) -> tuple[float, float, bool]:
-    """(messages/s, seconds, totals exact) with ``workers_n`` workers in one group."""
+              workdir: Path, timeout_s: float, env: dict[str, str] | None = None) -> tuple[float, float, bool, str]:
+    """(messages/s, seconds, totals exact, cores busy) with ``workers_n`` workers in one group."""
     prefix = f"b{uuid.uuid4().hex[:6]}."
     asyncio.run(ensure_topics(broker.bootstrap, prefix))
     workers = [
@@ -109,6 +138,7 @@ def _shoprank(broker: EmbeddedBroker, traffic: SessionTraffic, tenants: list[str
             for w in workers:
                 w.wait_ready(120)
         want = {t: {k: float(v) for k, v in traffic.totals[t].items()} for t in tenants}
+        cores = _cores(broker, workers)
         t0 = time.perf_counter()
         asyncio.run(_produce(broker.bootstrap, prefix, traffic))
         console.print(f"  produced {len(traffic.messages):,} messages in {time.perf_counter() - t0:.1f} s")
@@ -120,10 +150,11 @@ def _shoprank(broker: EmbeddedBroker, traffic: SessionTraffic, tenants: list[str
                 break
             time.sleep(POLL_S)
         elapsed = time.perf_counter() - t0
+        busy = cores(elapsed)
         time.sleep(2)
         got = _totals(workers, tenants)
         exact = all({k: got[t].get(k, 0.0) for k in want[t]} == want[t] for t in tenants)
-        return len(traffic.messages) / elapsed, elapsed, exact
+        return len(traffic.messages) / elapsed, elapsed, exact, busy
     finally:
         for w in workers:
             w.stop()
@@ -154,14 +185,16 @@ def main() -> int:
             console.print(f"  bare Faust agent: {fmt(bare)} messages/s")
             relay = _bare_faust(broker.bootstrap, prefix, n, "relay", relayed=traffic.pixel_events)
             console.print(f"  bare Faust relay (two hops, no work): {fmt(relay)} messages/s")
-            one, one_s, one_ok = _shoprank(broker, traffic, tenants, 1, workdir, args.timeout)
-            console.print(f"  one worker: {fmt(one)} messages/s over {one_s:.1f} s, totals {'exact' if one_ok else 'WRONG'}")
-            two, two_s, two_ok = _shoprank(broker, traffic, tenants, 2, workdir, args.timeout)
-            console.print(f"  two workers: {fmt(two)} messages/s over {two_s:.1f} s, totals {'exact' if two_ok else 'WRONG'}")
-            nostandby, nostandby_s, nostandby_ok = _shoprank(broker, traffic, tenants, 2, workdir, args.timeout,
-                                                 {"SHOPRANK_WORKER_STANDBY_REPLICAS": "0"})
+            one, one_s, one_ok, one_cpu = _shoprank(broker, traffic, tenants, 1, workdir, args.timeout)
+            console.print(f"  one worker: {fmt(one)} messages/s over {one_s:.1f} s, totals "
+                          f"{'exact' if one_ok else 'WRONG'}; {one_cpu}")
+            two, two_s, two_ok, two_cpu = _shoprank(broker, traffic, tenants, 2, workdir, args.timeout)
+            console.print(f"  two workers: {fmt(two)} messages/s over {two_s:.1f} s, totals "
+                          f"{'exact' if two_ok else 'WRONG'}; {two_cpu}")
+            nostandby, nostandby_s, nostandby_ok, nostandby_cpu = _shoprank(
+                broker, traffic, tenants, 2, workdir, args.timeout, {"SHOPRANK_WORKER_STANDBY_REPLICAS": "0"})
             console.print(f"  two workers, no standby replicas: {fmt(nostandby)} messages/s over {nostandby_s:.1f} s, "
-                          f"totals {'exact' if nostandby_ok else 'WRONG'}")
+                          f"totals {'exact' if nostandby_ok else 'WRONG'}; {nostandby_cpu}")
         finally:
             broker.stop()
     table = Table(title=BENCHMARK)
@@ -182,14 +215,14 @@ def main() -> int:
                 f"{note}; each pixel message published again and read back in the same app, as the learning "
                 "loop's interactions are: the most any pipeline with that second hop reaches here"),
             Row("messages/s through attribution + learning, 1 worker (vs bare Faust agent)", one, bare,
-                f"{note}; totals {'exact' if one_ok else 'WRONG'}"),
+                f"{note}; totals {'exact' if one_ok else 'WRONG'}; {one_cpu}"),
             Row("messages/s through attribution + learning, 2 workers (vs 1 worker)", two, one,
                 f"{note}; one standby replica per table partition (the default); "
-                f"totals {'exact' if two_ok else 'WRONG'}"),
+                f"totals {'exact' if two_ok else 'WRONG'}; {two_cpu}"),
             Row("messages/s through attribution + learning, 2 workers, no standby replicas (vs 1 worker)",
                 nostandby, one,
                 f"{note}; SHOPRANK_WORKER_STANDBY_REPLICAS=0: neither worker replays the other's changelogs; "
-                f"totals {'exact' if nostandby_ok else 'WRONG'}"),
+                f"totals {'exact' if nostandby_ok else 'WRONG'}; {nostandby_cpu}"),
         ])
     return 0 if one_ok and two_ok and nostandby_ok else 1
 
