@@ -30,6 +30,11 @@
   commit also waits for a fetch from the new log, and after any assignment for a first fetch. When the
   loss is found, what Faust holds of the old log (committed offset, acks, gaps) is dropped, and a
   record of the old log that finishes later is not acknowledged as an offset of the new one.
+- Faust's seek (``ThreadDelegateConsumer._seek``) calls aiokafka's ``seek`` from the worker's event loop,
+  not in the consumer's thread, where the fetcher deletes the partition's buffered records while that
+  thread may be walking the same dict in ``fetched_records``: ``KeyError`` there crashed the fetcher
+  and the worker (bench_faults, restarts a few seconds apart, three runs in three). Every seek now
+  runs in the consumer's thread, as Faust's other calls into it do.
 """
 
 from __future__ import annotations
@@ -85,6 +90,7 @@ def install(fetch_max_wait_ms: int | None = None, log_loss: LogLossWatch | None 
         return consumer
 
     thread_cls._create_worker_consumer = _create_worker_consumer
+    _install_seek_in_consumer_thread()
     _install_redelivery_guard()
     _install_seek_fence()
     _install_stale_handover_guard()
@@ -215,6 +221,15 @@ def _install_stale_handover_guard() -> None:
     consumer_cls.perform_seek = numbered_perform_seek
     consumer_cls.getmany = restoring_getmany
     consumer_cls.ack = unskipped_ack
+
+
+def _install_seek_in_consumer_thread() -> None:
+    """aiokafka is not thread-safe: a seek joins the queue of calls the consumer's thread runs (see module doc)."""
+
+    async def seek_in_consumer_thread(self: Any, partition: Any, offset: int) -> None:
+        await self._thread.call_thread(self._thread.seek, partition, offset)
+
+    faust_consumer.ThreadDelegateConsumer._seek = seek_in_consumer_thread
 
 
 def _install_seek_fence() -> None:
