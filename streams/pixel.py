@@ -109,8 +109,10 @@ class PixelPipeline:
         self.attribution = AttributionStage(app, settings, self.state)
         self.app = app
         self._since_purge = 0
-        #: Per partition, what the earlier per-key count records held (see _LEGACY_COUNT).
+        #: Per partition, what the earlier per-key count records held (see _LEGACY_COUNT). Read again after
+        #: each recovery: a read while a partition was still recovering would have found none.
         self._legacy: dict[int, dict[str, list[int]]] = {}
+        self.state.on_recover(self._forget_legacy)
         app.agent(self.topic, name=self.AGENT)(self._process)
 
     async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
@@ -218,6 +220,9 @@ class PixelPipeline:
         if record is None:
             record = self._legacy_counts(partition)
         return {slot: list(value) for slot, value in record.items()}
+
+    async def _forget_legacy(self) -> None:
+        self._legacy = {}
 
     def _legacy_counts(self, partition: int) -> dict[str, list[int]]:
         if partition not in self._legacy:
