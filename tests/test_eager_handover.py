@@ -23,12 +23,19 @@ def _consumer() -> Any:
     return faust.App("test-eager-handover", broker="kafka://127.0.0.1:1").consumer
 
 
-def test_a_handover_that_does_not_wait_finishes_in_place() -> None:
-    ran_in: list[asyncio.Task[Any] | None] = []
+def _recording(ran_in: list[asyncio.Task[Any] | None]) -> Any:
+    """A hand-over that never waits and notes the task it ran in."""
 
     async def handover() -> str:
         ran_in.append(asyncio.current_task())
         return "delivered"
+
+    return handover
+
+
+def test_a_handover_that_does_not_wait_finishes_in_place() -> None:
+    ran_in: list[asyncio.Task[Any] | None] = []
+    handover = _recording(ran_in)
 
     async def go() -> Any:
         consumer = _consumer()
@@ -105,10 +112,7 @@ def test_an_error_in_the_handover_reaches_the_fetch_loop() -> None:
 
 def test_while_the_flow_is_suspended_nothing_runs_in_place() -> None:
     ran_in: list[asyncio.Task[Any] | None] = []
-
-    async def handover() -> str:
-        ran_in.append(asyncio.current_task())
-        return "delivered"
+    handover = _recording(ran_in)
 
     async def go() -> Any:
         consumer = _consumer()
