@@ -18,6 +18,7 @@ from schemas.topics import TOPICS
 from streams import metrics
 from streams.batching import active_partitions, as_current, in_thread
 from streams.deadletters import DeadLetterSink
+from streams.lazy_changelog import changelog_schema
 from streams.malloc_arenas import trim_free_memory
 from streams.settings import Settings
 from streams.table_store import table_options
@@ -80,7 +81,7 @@ class CataloguePipeline:
         # cost besides embedding (bench_indexing 0.81-0.83 of raw ONNX throughput with them). Tables
         # written before 2026-12-06 hold upserts' versions too, which read as before.
         self.versions = app.Table("catalogue-versions", default=None, partitions=TOPICS["catalogue"].partitions,
-                                  options=table_options(settings.worker.store))
+                                  options=table_options(settings.worker.store), schema=changelog_schema())
         self.dead = DeadLetterSink(app, settings, self.AGENT)
         self.stats = CatalogueStats()
         self._indexer_factory = indexer_factory

@@ -26,6 +26,7 @@ from streams import analytics
 from streams.batching import active_partitions, as_current, standby_partitions
 from streams.deadletters import DeadLetterSink, salvaged_tenant
 from streams.dedupe import BatchedDedupe
+from streams.lazy_changelog import changelog_schema
 from streams.logloss import LogLossWatch
 from streams.settings import Settings
 from streams.table_store import table_options
@@ -66,7 +67,7 @@ class LearningPipeline:
         # One table for dedupe entries and totals: its writes go to one changelog partition per source
         # partition, in order, so a totals record that survived a crash implies the entries before it did.
         self.state = app.Table("learn-state", default=None, partitions=partitions, help="dedupe ids and totals",
-                               options=table_options(settings.worker.store))
+                               options=table_options(settings.worker.store), schema=changelog_schema())
         self.dead = DeadLetterSink(app, settings, self.AGENT)
         self.dedupe = BatchedDedupe(self.state, int(settings.pixel.dedupe_window_s * 1000))
         self.stats = LearningStats()

@@ -17,6 +17,7 @@ from streams.attribution_stage import AttributionStage
 from streams.batching import active_partitions, as_current
 from streams.deadletters import DeadLetterSink, salvaged_tenant
 from streams.dedupe import BatchedDedupe
+from streams.lazy_changelog import changelog_schema
 from streams.logloss import LogLossWatch
 from streams.privacy import ForgetList
 from streams.settings import Settings
@@ -102,7 +103,7 @@ class PixelPipeline:
         # partition in order, so counts that survived a crash imply the dedupe entries written before.
         self.state = app.Table("pixel-state", default=None, partitions=partitions,
                                help="event ids seen, sessions, counts",
-                               options=table_options(settings.worker.store))
+                               options=table_options(settings.worker.store), schema=changelog_schema())
         self.dedupe = BatchedDedupe(self.state, self.dedupe_window_ms)
         self.dead = DeadLetterSink(app, settings, self.AGENT)
         self.stats = PixelStats()
