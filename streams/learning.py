@@ -129,7 +129,7 @@ class LearningPipeline:
                         except Exception:  # noqa: BLE001 - the model misses a batch; the stream goes on
                             log.exception("ranker update failed for %d interactions", len(items))
                 self.stats.learned += len(fresh)
-                self.stats.last_learned_ms = now
+                self.stats.last_learned_ms = int(time.time() * 1000)  # when the batch's effects are all in
             yield None
 
     def _restart_watermarks(self, batch: list[Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -197,6 +198,11 @@ def register_views(shop: ShoprankApp) -> None:
     async def ranker_stats(view: web.View, request: web.Request) -> web.Response:
         """The ranker version this worker serves per tenant; snapshots published, adopted and refused."""
         return view.json(shop.ranker_share.stats())
+
+    @app.page("/v1/stats/learning")
+    async def learning_stats(view: web.View, request: web.Request) -> web.Response:
+        """Attributed interactions learned (after dedupe), duplicates dropped, rejects, and when it last learned."""
+        return view.json(asdict(shop.learning.stats))
 
     @app.page("/v1/stats/pixel")
     async def pixel_stats(view: web.View, request: web.Request) -> web.Response:

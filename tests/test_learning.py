@@ -137,6 +137,7 @@ def test_a_click_that_overtakes_its_search_log_still_finds_it(loop: Loop) -> Non
 
 
 def test_analytics_count_the_attributed_outcomes_once(loop: Loop) -> None:
+    started_ms = time.time() * 1000
     result = loop.search("cast iron skillet", "sess-d", tenant="acme")
     shown = [i.product_id for i in result.items[:3]]
     click = ev("click", "sess-d", tenant="acme", search_id=result.search_id, product_id=shown[0], position=0)
@@ -156,6 +157,9 @@ def test_analytics_count_the_attributed_outcomes_once(loop: Loop) -> None:
     assert learning["revenue"] == 39.0 and learning["conversion"] == 1.0
     assert summary["query_coverage"] is not None
     assert loop.worker.get("/v1/analytics/demo")["buckets"].get("learning", {}).get("revenue", 0) != 39.0
+    learned = loop.worker.get("/v1/stats/learning")  # impression, click, purchase at least; when, on the worker's clock
+    assert learned["learned"] >= 3 and learned["rejected"] == 0
+    assert started_ms <= learned["last_learned_ms"] <= time.time() * 1000
 
 
 def _ids(result: SearchResult) -> list[str]:

@@ -126,6 +126,18 @@ def test_set_many_writes_like_setitem_and_reads_see_it(store: Any, tmp_path: Pat
         assert reopened.get("é|c") == [1, 0, [3.0]]
 
 
+def test_set_many_stores_the_bytes_faust_would(tmp_path: Path) -> None:
+    """set_many calls orjson itself (streams.table_store._dump_json): the bytes match Faust's own encoding."""
+    store = table_data("rocksdb://", tmp_path)
+    in_partition(store, 1)
+    value = {"n": 3, "f": [0.1, 1e-300, -0.0], 7: "int key", "s": "é\u2028"}
+    store["one|x"] = value
+    store.set_many(1, [("many|x", value)])
+    stored = store._get  # noqa: SLF001 - the bytes in the database
+    faust_bytes = store._encode_value(value)  # noqa: SLF001
+    assert stored(store._encode_key("many|x")) == stored(store._encode_key("one|x")) == faust_bytes  # noqa: SLF001
+
+
 def test_the_epoch_moves_when_partitions_change_not_on_standby_records(tmp_path: Path) -> None:
     store = table_data("rocksdb://", tmp_path)
     in_partition(store, 0)
