@@ -26,6 +26,10 @@ class BatchedDedupe:
         self.window_ms = window_ms
         self.index: dict[str, tuple[int, int]] = {}
         self._pending: dict[int, list[list[Any]]] = {}
+        #: The partition and write time (ms) of each record in the table: a purge finds the stale ones
+        #: here. Walking the table instead decoded every record of it, sessions and counters included
+        #: (2.5% of a worker's time on bench_learning's traffic).
+        self._records: dict[str, tuple[int, int]] = {}
         table.on_recover(self._rebuild)
 
     def seen_elsewhere(self, key: str, partition: int, offset: int) -> bool:
@@ -41,25 +45,32 @@ class BatchedDedupe:
         """Write this batch's new ids: one record per partition, to that partition's changelog."""
         for partition, entries in self._pending.items():
             as_current(anchors[partition])
-            self.table[f"{self.PREFIX}{partition}|{entries[0][1]}"] = {"p": partition, "t": now_ms, "ids": entries}
+            key = f"{self.PREFIX}{partition}|{entries[0][1]}"
+            self.table[key] = {"p": partition, "t": now_ms, "ids": entries}
+            self._records[key] = (partition, now_ms)
         self._pending = {}
 
     def purge(self, now_ms: int, partitions: set[int], anchors: dict[int, Any]) -> int:
         """Forget ids older than the window on ``partitions`` (held here, with an anchor event)."""
         horizon = now_ms - self.window_ms
-        stale = [(k, v) for k, v in self.table.items()
-                 if k.startswith(self.PREFIX) and v["p"] in partitions and v["p"] in anchors and v["t"] < horizon]
-        for key, record in stale:
+        stale = [(key, p) for key, (p, t) in self._records.items() if t < horizon and p in partitions and p in anchors]
+        for key, partition in stale:
+            del self._records[key]
+            record = self.table.get(key)
+            if record is None:
+                continue
             for entry in record["ids"]:
                 self.index.pop(entry[0], None)
-            as_current(anchors[record["p"]])
+            as_current(anchors[partition])
             del self.table[key]
         return len(stale)
 
     async def _rebuild(self) -> None:
         index: dict[str, tuple[int, int]] = {}
+        records: dict[str, tuple[int, int]] = {}
         for key, record in self.table.items():
             if key.startswith(self.PREFIX) and record:
+                records[key] = (record["p"], record["t"])
                 for entry in record["ids"]:
                     index.setdefault(entry[0], (record["p"], entry[1]))
-        self.index = index
+        self.index, self._records = index, records
