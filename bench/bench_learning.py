@@ -22,7 +22,11 @@ Totals are checked exactly; a run whose totals do not match says so in the notes
 also notes how many cores the workers, the broker and this process kept busy over it: two workers and
 the broker share the machine's cores, which bounds what a second worker can add on a small machine.
 
-Usage: python bench/bench_learning.py [--sessions 5000] [--tenants 8] [--no-record]
+The search logs carry two features per item shown unless ``--ranker-features`` gives them the ranker's
+seventeen, in full precision, as the search agent logs them: three times the bytes through the searches
+and interactions topics and the session states.
+
+Usage: python bench/bench_learning.py [--sessions 5000] [--tenants 8] [--ranker-features] [--no-record]
 """
 
 from __future__ import annotations
@@ -171,14 +175,19 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=5_000)
     ap.add_argument("--tenants", type=int, default=8, help="tenants the sessions are spread over (default 8)")
     ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--ranker-features", action="store_true",
+                    help="search logs carry the ranker's 17 features per item, as the search agent logs them "
+                         "(default: two, as in the tests' traffic)")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     tenants = [f"shop{i}" for i in range(args.tenants)]
-    traffic = session_traffic(args.sessions, tenants=tuple(tenants), seed=23)
+    traffic = session_traffic(args.sessions, tenants=tuple(tenants), seed=23, ranker_features=args.ranker_features)
+    features = "17 ranker features" if args.ranker_features else "2 features"
     n = len(traffic.messages)
     rev = code_version(Path(streams.__file__).parent)
     load = os.getloadavg()[0]
     console.print(f"{BENCHMARK}: {args.sessions:,} sessions, {n:,} messages ({traffic.pixel_events:,} pixel events), "
+                  f"search logs with {features} per item, "
                   f"{len(tenants)} tenants, code {rev}, {machine()}, load {load:.2f}")
     with tempfile.TemporaryDirectory(prefix="shoprank-bench-") as tmp:
         workdir = Path(tmp)
@@ -214,7 +223,8 @@ def main() -> int:
                   f"{nostandby / bare:.2f} ({nostandby / one:.2f}× one)", "exact" if nostandby_ok else "WRONG")
     console.print(table)
     if not args.no_record:
-        note = (f"{args.sessions} sessions, {n} messages ({traffic.pixel_events} pixel events + search logs), "
+        note = (f"{args.sessions} sessions, {n} messages ({traffic.pixel_events} pixel events + search logs with "
+                f"{features} per item shown), "
                 f"{len(tenants)} tenants; load {load:.2f} before run; totals polled every {POLL_S:g} s, end when a "
                 f"worker last learned a batch (/v1/stats/learning); code {rev}")
         append_rows(BENCHMARK, [

@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
+from models.ranker.features import FEATURES
 from schemas import LoggedItem, PixelEvent, SearchLog, encode
 from schemas.topics import TOPICS
 
@@ -35,9 +36,18 @@ class SessionTraffic:
 
 
 def session_traffic(sessions: int, *, tenants: tuple[str, ...] = ("demo",), page: int = 10, seed: int = 5,
-                    products: int = 200, retry_share: float = 0.02) -> SessionTraffic:
+                    products: int = 200, retry_share: float = 0.02, ranker_features: bool = False) -> SessionTraffic:
+    """``ranker_features``: each logged item carries the ranker's features, all of them and in full
+    precision, as the search agent logs them (the default is two, which keeps the tests' traffic light)."""
     rng = random.Random(seed)
     out = SessionTraffic()
+
+    def features(rng: random.Random) -> dict[str, float]:
+        # The margin rate sets the margin totals; the other values only travel (and are learned from).
+        if not ranker_features:
+            return {"dense": round(rng.random(), 3), "margin_rate": 0.25}
+        return {**{name: rng.random() for name in FEATURES}, "dense": round(rng.random(), 3), "margin_rate": 0.25}
+
     now = int(time.time() * 1000)
     for s in range(sessions):
         tenant = tenants[s % len(tenants)]
@@ -63,9 +73,7 @@ def session_traffic(sessions: int, *, tenants: tuple[str, ...] = ("demo",), page
             t += rng.randint(100, 2_000)
             sid = uuid.UUID(int=rng.getrandbits(128)).hex
             shown = pool[k * page:(k + 1) * page]
-            items = [LoggedItem(product_id=f"p{p}", position=i, features={"dense": round(rng.random(), 3),
-                                                                          "margin_rate": 0.25})
-                     for i, p in enumerate(shown)]
+            items = [LoggedItem(product_id=f"p{p}", position=i, features=features(rng)) for i, p in enumerate(shown)]
             log = SearchLog(search_id=sid, tenant=tenant, session_id=session_id, query=f"query {shown[0] % 17}",
                             items=items, answered_at=t)
             out.messages.append(("searches", kb, encode(log)))

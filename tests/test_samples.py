@@ -175,3 +175,16 @@ def test_product_topics_are_ground_truth(generated: list[CatalogueUpdate]) -> No
     intent = {f"type:{coloured.attributes['product_type']}", f"colour:{coloured.attributes['colour']}"}
     matches = [r for r in generated if is_relevant(intent, r)]
     assert coloured in matches and len(matches) < N / 20
+
+
+@pytest.mark.parametrize("ranker_features", [False, True])
+def test_session_traffic_logs_the_features_asked_for(ranker_features: bool) -> None:
+    from models.ranker import FEATURES
+    from schemas import SearchLog
+    from streams.sample_sessions import session_traffic
+
+    traffic = session_traffic(30, tenants=("a", "b"), seed=3, ranker_features=ranker_features)
+    logs = [decode(SearchLog, value) for topic, _, value in traffic.messages if topic == "searches"]
+    assert logs and all(item.features["margin_rate"] == 0.25 for log in logs for item in log.items)
+    names = {tuple(item.features) for log in logs for item in log.items}
+    assert names == ({FEATURES} if ranker_features else {("dense", "margin_rate")})
