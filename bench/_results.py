@@ -66,6 +66,8 @@ def machine() -> str:
 def code_version(path: Path | str) -> str:
     """Short commit of the git checkout holding ``path``, ``+dirty`` if tracked files differ from it.
 
+    The results table itself does not count: a run after another of the same session found it changed.
+
     Read-only (``rev-parse`` and ``diff-index``); ``unknown revision`` outside a git checkout.
     """
     where = Path(path).resolve()
@@ -76,7 +78,7 @@ def code_version(path: Path | str) -> str:
             capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(where), "diff-index", "--quiet", "HEAD", "--"],
+            ["git", "-C", str(where), "diff-index", "--quiet", "HEAD", "--", ":/", ":(exclude,top)bench/RESULTS.md"],
             capture_output=True, check=False, timeout=10,
         ).returncode != 0
     except (OSError, subprocess.SubprocessError):
