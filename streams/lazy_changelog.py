@@ -26,13 +26,8 @@ class LazyChangelogEvent(faust.Event):
     """A changelog event whose key and value are decoded when first read."""
 
     def __init__(self, app: AppT, schema: faust.Schema, message: Any) -> None:
-        self.app = app
-        self.message = message
-        headers = message.headers
-        self.headers = {} if not headers else headers if isinstance(headers, dict) else dict(headers)
-        self.acked = False
         self._schema = schema
-        self._key = self._value = _UNREAD
+        super().__init__(app, _UNREAD, _UNREAD, message.headers, message)  # key and value through the setters
 
     @property  # type: ignore[override]
     def key(self) -> Any:

@@ -32,11 +32,9 @@ skipped records (fixed in streams.faust_compat; memory:// recovery was too slow 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-import orjson
 from faust import stores
 from faust.stores import memory as faust_memory
 from faust.stores import rocksdb as faust_rocksdb
@@ -69,9 +67,6 @@ def table_options(store_url: str) -> dict[str, Any] | None:
 
 #: Raw values (or their absence) the read cache of a store keeps before it starts again empty.
 _CACHE_ENTRIES = 50_000
-#: Faust's JSON codec, without the registry around it (``faust.utils.json.dumps`` with orjson).
-_dump_json = functools.partial(orjson.dumps, default=faust_json.on_default,
-                               option=orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z)
 
 
 class RocksStore(faust_rocksdb.Store):
@@ -94,10 +89,11 @@ class RocksStore(faust_rocksdb.Store):
         self.epoch = 0
         super().__init__(*args, **kwargs)
         #: Faust encodes a value through its serializer registry and codec layers; for the JSON tables
-        #: here that ends in the same orjson call, made directly by :meth:`set_many` (the learning agent
-        #: writes thousands of engagement records a second: the layers were a third of its store writes).
+        #: here that ends in ``faust.utils.json.dumps`` (orjson), called directly by :meth:`set_many` (the
+        #: learning agent writes thousands of engagement records a second: the layers were a third of its
+        #: store writes).
         json_values = self.value_type is None and self.value_serializer == "json"
-        self._dump_value: Callable[[Any], bytes | None] = _dump_json if json_values else self._encode_value
+        self._dump_value: Callable[[Any], bytes | None] = faust_json.dumps if json_values else self._encode_value
 
     def _get(self, key: bytes) -> bytes | None:
         cache = self._cache

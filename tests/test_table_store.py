@@ -127,7 +127,7 @@ def test_set_many_writes_like_setitem_and_reads_see_it(store: Any, tmp_path: Pat
 
 
 def test_set_many_stores_the_bytes_faust_would(tmp_path: Path) -> None:
-    """set_many calls orjson itself (streams.table_store._dump_json): the bytes match Faust's own encoding."""
+    """set_many calls Faust's JSON dumps itself, past the registry: the bytes match Faust's own encoding."""
     store = table_data("rocksdb://", tmp_path)
     in_partition(store, 1)
     value = {"n": 3, "f": [0.1, 1e-300, -0.0], 7: "int key", "s": "é\u2028"}
