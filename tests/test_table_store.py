@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 import weakref
 from pathlib import Path
 from typing import Any
@@ -153,3 +154,25 @@ def test_the_epoch_moves_when_partitions_change_not_on_standby_records(tmp_path:
     assert orjson.dumps("k") in store._cache  # noqa: SLF001 - ... and only it: standbys apply every 0.5 s
     store.revoke_partitions(store.table, {TP("x-changelog", 2)})
     assert store.epoch == epoch + 2
+
+
+def test_keys_the_store_keeps_hold_no_more_memory_than_their_length(tmp_path: Path) -> None:
+    """orjson returns a short key in a 4 KB buffer; a store keeps thousands of keys (its key cache, its
+    read cache, Faust's key index), so each kept key must be a right-sized copy."""
+    data = table_data("rocksdb://", tmp_path)
+    in_partition(data, 1)
+    data["warm"] = 0  # opens partition 1's database outside the measurement
+    keys = [f"eng|query {i}|product {i}" for i in range(2000)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        data.get_many(keys)  # each key encoded once, then kept (key cache, read cache of absences)
+        for key in keys[:500]:
+            data[key] = 1.0  # the write path keeps the key too (Faust's key index)
+        kept = tracemalloc.take_snapshot().compare_to(before, "filename")
+    finally:
+        tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in kept)
+    assert data.get_many(keys[:2]) == [1.0, 1.0]
+    # Right-sized: about 150 B kept per key. As orjson returned them: about 5 KB.
+    assert grown < 2000 * 1024, f"{grown / 2000:.0f} B kept per key"
