@@ -295,7 +295,11 @@ def _install_in_order_handover() -> None:
                     and not self._is_changelog_tp(tp):
                 if offset < want:
                     continue  # handed over already, or from before a seek back
-                since = ahead_since.setdefault(tp, time.monotonic())
+                since = ahead_since.get(tp)
+                if since is None:
+                    since = ahead_since[tp] = time.monotonic()
+                    log.info("%s[%d]: record %d came while %d was awaited (fetched before a seek?): held back, "
+                             "the records are read in order", tp.topic, tp.partition, offset, want)
                 if time.monotonic() - since < OUT_OF_ORDER_TAKEN_AFTER_S:
                     continue  # fetched before a seek: the records from ``want`` on are coming
                 log.warning("%s[%d]: offsets %d-%d never came in %.0f s (gone from the log?); reading on from %d",
