@@ -138,6 +138,23 @@ def test_a_record_fetched_before_a_seek_waits_for_the_records_before_it() -> Non
     assert handed == [10, 10, 11, 12, 13, 14, 15, 16]
 
 
+def test_a_record_being_handed_over_when_its_partition_is_sought_is_skipped_by_its_stream() -> None:
+    """The fence rewound the partition while 13 waited for flow control; the records before it had been
+    skipped by the stream (flow control off). Processed, 13 would move the watermarks past them."""
+    seen: list[bool] = []
+
+    async def rewound_during_13(consumer: Any, message: Any) -> None:
+        if message.offset == 13 and not consumer.__dict__.get("_sought"):
+            consumer.__dict__["_sought"] = True
+            await consumer.seek(TOPIC_PARTITION, 10)
+            seen.append(message.generation_id != consumer.app.consumer_generation_id)  # the stream skips it
+            seen.append(consumer.ack(message))  # and acknowledges it: that does not count
+
+    assert _drain(9, [_records(10, 11, 12, 13), _records(10, 11, 12, 13)], rewound_during_13) == [
+        10, 11, 12, 13, 10, 11, 12, 13]
+    assert seen == [True, False]
+
+
 def test_records_past_a_missing_offset_are_taken_once_it_is_gone_from_the_log(monkeypatch: pytest.MonkeyPatch
                                                                              ) -> None:
     monkeypatch.setattr(faust_compat, "OUT_OF_ORDER_TAKEN_AFTER_S", 0.05)
