@@ -287,6 +287,10 @@ def _install_in_order_handover() -> None:
     def _state(self: Any) -> tuple[dict[Any, int], dict[Any, float]]:
         return self.__dict__.setdefault("_shoprank_next", {}), self.__dict__.setdefault("_shoprank_ahead", {})
 
+    def _gapless(self: Any, tp: Any) -> bool:
+        """A stream topic of ours: neither compacted nor a changelog, so its offsets follow one another."""
+        return not tp.topic.endswith(_COMPACTED) and not self._is_changelog_tp(tp)
+
     def _handing(self: Any) -> dict[Any, Any]:
         """Per partition, the record Faust's fetch loop is handing over right now (it may wait for flow)."""
         return self.__dict__.setdefault("_shoprank_handing", {})
@@ -299,7 +303,7 @@ def _install_in_order_handover() -> None:
         handing = _handing(self)
         for tp in tps:
             message = handing.get(tp)
-            if message is not None and not tp.topic.endswith(_COMPACTED) and not self._is_changelog_tp(tp):
+            if message is not None and _gapless(self, tp):
                 message.generation_id = -1  # no consumer generation is negative
 
     async def in_order_getmany(self: Any, timeout: float) -> Any:
@@ -307,8 +311,7 @@ def _install_in_order_handover() -> None:
         handing = _handing(self)
         async for tp, message in getmany(self, timeout):
             offset, want = message.offset, awaited.get(tp)
-            if want is not None and offset != want and not tp.topic.endswith(_COMPACTED) \
-                    and not self._is_changelog_tp(tp):
+            if want is not None and offset != want and _gapless(self, tp):
                 if offset < want:
                     continue  # handed over already, or from before a seek back
                 since = ahead_since.get(tp)
