@@ -229,6 +229,9 @@ def _install_stale_handover_guard() -> None:
     consumer_cls.ack = unskipped_ack
 
 
+#: Faust's own ``Consumer._add_gap``, before _install_no_gaps_in_uncompacted_topics replaced it.
+_faust_add_gap: Any = None
+
 #: shoprank's compacted topics (by their name's end: the deployment's prefix comes before it).
 _COMPACTED = tuple(spec.full_name() for spec in TOPICS.values() if spec.compacted)
 
@@ -247,8 +250,9 @@ def _install_no_gaps_in_uncompacted_topics() -> None:
     transactions, so their offsets have no gaps: without one, the commit waits for those records, which
     the rewind reads again (a commit held for a missing record is logged after 30 s: _note_held).
     """
+    global _faust_add_gap
     consumer_cls = faust_consumer.Consumer
-    add_gap = consumer_cls._add_gap
+    add_gap = _faust_add_gap = consumer_cls._add_gap
 
     async def _add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
         if tp.topic.endswith(_COMPACTED):
@@ -276,11 +280,13 @@ def _install_in_order_handover() -> None:
     so in 2 of 7 runs on 2026-12-07 (the worker's log: recovery's fence held ``interactions[3]`` back
     from 7525, was lowered before its rewind to the committed 7524, and record 11711 was processed).
     Should records keep coming past the awaited offset for :data:`OUT_OF_ORDER_TAKEN_AFTER_S` with no
-    seek, the log no longer holds it: the next record is taken, with a warning.
+    seek, the log no longer holds it: the next record is taken, with a warning, and the offsets below
+    the log's start (asked of the broker) count as a gap the commit may pass.
     """
     consumer_cls = faust_consumer.Consumer
     getmany = consumer_cls.getmany
     seek = consumer_cls.seek
+    add_gap = _faust_add_gap
     delegate_cls = faust_consumer.ThreadDelegateConsumer  # the worker's consumer seeks to commits there
     seek_to_committed = delegate_cls.seek_to_committed
 
@@ -323,6 +329,7 @@ def _install_in_order_handover() -> None:
                     continue  # fetched before a seek: the records from ``want`` on are coming
                 log.warning("%s[%d]: offsets %d-%d never came in %.0f s (gone from the log?); reading on from %d",
                             tp.topic, tp.partition, want, offset - 1, time.monotonic() - since, offset)
+                await _skip_what_the_log_lost(self, tp, want, offset)
             ahead_since.pop(tp, None)
             awaited[tp] = offset + 1
             handing[tp] = message
@@ -347,6 +354,27 @@ def _install_in_order_handover() -> None:
                 awaited.pop(tp, None)
             ahead_since.pop(tp, None)
         return committed
+
+    async def _skip_what_the_log_lost(self: Any, tp: Any, want: int, offset: int) -> None:
+        """Offsets ``want`` .. ``offset - 1`` never came: those below the log's start (retention deleted
+        them) are a real gap, which the commit may pass, as Faust passes a compacted topic's gaps.
+
+        Without it the commit stayed below them for good (stream topics have no gaps:
+        _install_no_gaps_in_uncompacted_topics), lag counted from it grew without end, and every restart
+        read again from there. Offsets the log still holds are no gap: the commit waits for them."""
+        try:
+            start = (await self.earliest_offsets(tp)).get(tp)
+        except Exception as exc:  # noqa: BLE001 - the broker's answer is needed; without it, wait (safe side)
+            log.warning("%s[%d]: log start unknown (%s); the commit waits below %d", tp.topic, tp.partition, exc, want)
+            return
+        gone_to = min(start, offset) if start is not None else want
+        if gone_to > want:
+            log.warning("%s[%d]: offsets %d-%d are gone from the log (it starts at %d); the commit passes them",
+                        tp.topic, tp.partition, want, gone_to - 1, start)
+            await add_gap(self, tp, want, gone_to - 1)
+        else:
+            log.warning("%s[%d]: the log still holds %d (it starts at %s); the commit waits for it",
+                        tp.topic, tp.partition, want, start)
 
     consumer_cls.getmany = in_order_getmany
     consumer_cls.seek = awaiting_seek

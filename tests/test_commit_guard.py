@@ -44,11 +44,12 @@ class _Stopped:
 
 
 def _drain(read_offset: int, fetches: list[list[ConsumerRecord]], on_message: Any,
-           at_end: Any = None, fetch_s: float = 0.0) -> list[int]:
+           at_end: Any = None, fetch_s: float = 0.0, log_start: int = 0) -> list[int]:
     """Run Faust's fetch loop over ``fetches`` (each taking ``fetch_s``); return the offsets it handed
     over, in order.
 
-    ``at_end(consumer)`` runs after the loop, in it (the consumer is the loop's own).
+    ``at_end(consumer)`` runs after the loop, in it (the consumer is the loop's own). ``log_start`` is
+    the broker's answer to where the partition's log starts (retention deletes below it).
     """
     handed: list[int] = []
 
@@ -72,7 +73,11 @@ def _drain(read_offset: int, fetches: list[list[ConsumerRecord]], on_message: An
             handed.append(message.offset)
             await on_message(consumer, message)
 
+        async def earliest_offsets(*tps: Any) -> dict[Any, int]:
+            return {tp: log_start for tp in tps}
+
         consumer._wait_next_records = wait_next_records
+        consumer.earliest_offsets = earliest_offsets
         consumer.highwater = lambda tp: 100  # the fetch response's high-watermark
         consumer._seek = seek
         consumer.callback = callback
@@ -166,6 +171,32 @@ def test_records_past_a_missing_offset_are_taken_once_it_is_gone_from_the_log(mo
     handed = _drain(9, [_records(10), _records(13), _records(13), _records(13), _records(13, 14)], nothing,
                     fetch_s=0.03)
     assert handed == [10, 13, 14]
+
+
+@pytest.mark.parametrize(("log_start", "commit"), [(13, 15), (12, 12), (0, 11)])
+def test_the_commit_passes_offsets_only_once_they_are_gone_from_the_log(
+        log_start: int, commit: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """11 and 12 never come; 13 and 14 are taken after the limit and processed.
+
+    Retention deleted 11 and 12 (the log starts at 13): the commit passes them, as it passes a compacted
+    topic's gaps. Left below them, it stayed there for good: lag counted from it grew without end and
+    every restart read again from 11. Offsets the log still holds (from 12 when it starts there, or all)
+    the commit waits for (the rewind reads them again)."""
+    monkeypatch.setattr(faust_compat, "OUT_OF_ORDER_TAKEN_AFTER_S", 0.05)
+    committed: list[int | None] = []
+
+    async def processed(consumer: Any, message: Any) -> None:
+        message.tracked = True
+        consumer.ack(message)
+
+    def commit_from_10(consumer: Any) -> None:
+        consumer._committed_offset[TOPIC_PARTITION] = 10
+        committed.append(consumer._new_offset(TOPIC_PARTITION))
+
+    handed = _drain(9, [_records(10), _records(13), _records(13), _records(13), _records(13, 14)], processed,
+                    commit_from_10, fetch_s=0.03, log_start=log_start)
+    assert handed == [10, 13, 14]
+    assert committed == [commit]
 
 
 def test_without_a_seek_records_already_read_are_not_handed_over_again() -> None:
