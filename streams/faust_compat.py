@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from faust.transport import consumer as faust_consumer
@@ -100,8 +100,8 @@ def install(fetch_max_wait_ms: int | None = None, log_loss: LogLossWatch | None 
     _install_stale_handover_guard()
     _install_log_loss_hooks()
     _install_changelog_check()
-    _install_no_gaps_in_uncompacted_topics()
-    _install_in_order_handover()
+    faust_add_gap = _install_no_gaps_in_uncompacted_topics()
+    _install_in_order_handover(faust_add_gap)
     _installed = True
 
 
@@ -229,14 +229,11 @@ def _install_stale_handover_guard() -> None:
     consumer_cls.ack = unskipped_ack
 
 
-#: Faust's own ``Consumer._add_gap``, before _install_no_gaps_in_uncompacted_topics replaced it.
-_faust_add_gap: Any = None
-
 #: shoprank's compacted topics (by their name's end: the deployment's prefix comes before it).
 _COMPACTED = tuple(spec.full_name() for spec in TOPICS.values() if spec.compacted)
 
 
-def _install_no_gaps_in_uncompacted_topics() -> None:
+def _install_no_gaps_in_uncompacted_topics() -> Callable[..., Awaitable[None]]:
     """A jump in the offsets of a topic that is not compacted is never taken for a gap in its log.
 
     Faust's fetch loop reads a record more than one offset past the partition's read offset as a gap
@@ -250,9 +247,8 @@ def _install_no_gaps_in_uncompacted_topics() -> None:
     transactions, so their offsets have no gaps: without one, the commit waits for those records, which
     the rewind reads again (a commit held for a missing record is logged after 30 s: _note_held).
     """
-    global _faust_add_gap
     consumer_cls = faust_consumer.Consumer
-    add_gap = _faust_add_gap = consumer_cls._add_gap
+    add_gap = consumer_cls._add_gap
 
     async def _add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
         if tp.topic.endswith(_COMPACTED):
@@ -262,6 +258,7 @@ def _install_no_gaps_in_uncompacted_topics() -> None:
                      "not a gap: the commit waits for them", tp.topic, tp.partition, offset_from, offset_to - 1)
 
     consumer_cls._add_gap = _add_gap
+    return add_gap  # Faust's own: gaps the broker confirms are real go through it (_install_in_order_handover)
 
 
 #: Seconds a stream partition's records may keep arriving past the offset it waits for before one is
@@ -269,7 +266,7 @@ def _install_no_gaps_in_uncompacted_topics() -> None:
 OUT_OF_ORDER_TAKEN_AFTER_S = 10.0
 
 
-def _install_in_order_handover() -> None:
+def _install_in_order_handover(add_gap: Callable[..., Awaitable[None]]) -> None:
     """A stream partition's records are handed over in offset order, from where the last seek put it.
 
     Records of a topic that is neither compacted nor transactional follow one another one offset at a
@@ -281,12 +278,12 @@ def _install_in_order_handover() -> None:
     from 7525, was lowered before its rewind to the committed 7524, and record 11711 was processed).
     Should records keep coming past the awaited offset for :data:`OUT_OF_ORDER_TAKEN_AFTER_S` with no
     seek, the log no longer holds it: the next record is taken, with a warning, and the offsets below
-    the log's start (asked of the broker) count as a gap the commit may pass.
+    the log's start (asked of the broker) count as a gap the commit may pass: ``add_gap`` is Faust's own
+    ``Consumer._add_gap``, which _install_no_gaps_in_uncompacted_topics replaced for stream topics.
     """
     consumer_cls = faust_consumer.Consumer
     getmany = consumer_cls.getmany
     seek = consumer_cls.seek
-    add_gap = _faust_add_gap
     delegate_cls = faust_consumer.ThreadDelegateConsumer  # the worker's consumer seeks to commits there
     seek_to_committed = delegate_cls.seek_to_committed
 

@@ -160,6 +160,10 @@ def test_a_record_being_handed_over_when_its_partition_is_sought_is_skipped_by_i
     assert seen == [True, False]
 
 
+#: Fetches in which 11 and 12 never come: 10, then 13 again and again, then 13 and 14 (0.03 s a fetch).
+_PAST_MISSING_11_12 = [_records(10), _records(13), _records(13), _records(13), _records(13, 14)]
+
+
 def test_records_past_a_missing_offset_are_taken_once_it_is_gone_from_the_log(monkeypatch: pytest.MonkeyPatch
                                                                              ) -> None:
     monkeypatch.setattr(faust_compat, "OUT_OF_ORDER_TAKEN_AFTER_S", 0.05)
@@ -168,8 +172,7 @@ def test_records_past_a_missing_offset_are_taken_once_it_is_gone_from_the_log(mo
         pass
 
     # 11 and 12 never come (retention deleted them): 13 is dropped while they may still come, then taken.
-    handed = _drain(9, [_records(10), _records(13), _records(13), _records(13), _records(13, 14)], nothing,
-                    fetch_s=0.03)
+    handed = _drain(9, _PAST_MISSING_11_12, nothing, fetch_s=0.03)
     assert handed == [10, 13, 14]
 
 
@@ -193,8 +196,7 @@ def test_the_commit_passes_offsets_only_once_they_are_gone_from_the_log(
         consumer._committed_offset[TOPIC_PARTITION] = 10
         committed.append(consumer._new_offset(TOPIC_PARTITION))
 
-    handed = _drain(9, [_records(10), _records(13), _records(13), _records(13), _records(13, 14)], processed,
-                    commit_from_10, fetch_s=0.03, log_start=log_start)
+    handed = _drain(9, _PAST_MISSING_11_12, processed, commit_from_10, fetch_s=0.03, log_start=log_start)
     assert handed == [10, 13, 14]
     assert committed == [commit]
 
