@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import Row, append_rows, code_version, fmt, machine  # noqa: E402
+from _results import Row, append_rows, code_version, machine  # noqa: E402
 
 import streams  # noqa: E402
 from schemas import PixelEvent, SearchResult, encode  # noqa: E402

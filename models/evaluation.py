@@ -41,9 +41,9 @@ def load_labelled_set(directory: Path, *, tenant: str = "eval", max_queries: int
     """Read a labelled set; ``max_queries`` samples judged queries (seeded) to bound the run time."""
     products = []
     with (directory / "products.jsonl").open("rb") as f:
-        for line in f:
-            if line.strip():
-                obj = orjson.loads(line)
+        for raw in f:
+            if raw.strip():
+                obj = orjson.loads(raw)
                 products.append(CatalogueUpdate(tenant=tenant, updated_at=1, **{
                     k: v for k, v in obj.items() if k in CatalogueUpdate.model_fields and k not in ("tenant",)
                 }))

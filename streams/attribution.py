@@ -83,7 +83,8 @@ def _event_ts(ev: PixelEvent) -> int:
 
 
 def _last_touched(state: Session) -> int:
-    return int(state.get("seen", state["last_ts"]))
+    seen = state.get("seen")  # absent from sessions written before it was kept
+    return int(state["last_ts"] if seen is None else seen)
 
 
 def _touch(state: Session, now_ms: int) -> None:
@@ -194,7 +195,7 @@ class Attributor:
             if found:
                 state["clicks"].setdefault(pid, []).append([found, ts])
         elif ev.type == "add_to_cart":
-            if sid in searches:
+            if sid is not None and sid in searches:
                 credits = [(sid, 1.0, "search_id")]
             elif clicked:
                 credits = [(clicked[-1], 1.0, "click_chain")]
@@ -206,7 +207,7 @@ class Attributor:
                 share = 1.0 / len(clicked)
                 credits = [(s, share, "search_id" if s == sid and len(clicked) == 1 else "click_chain")
                            for s in clicked]
-            elif sid in searches:
+            elif sid is not None and sid in searches:
                 credits = [(sid, 1.0, "search_id")]
             else:
                 found = self._last_showing(state, pid, ts)

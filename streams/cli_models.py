@@ -234,14 +234,14 @@ def retrain_cmd(ctx: click.Context, tenants: tuple[str, ...], once: bool, status
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
 
-        def report(collected: CollectReport, results: dict[str, dict[str, object]]) -> None:
+        def on_cycle(collected: CollectReport, results: dict[str, dict[str, object]]) -> None:
             click.echo(f"collected {collected.interactions} interactions, {collected.catalogue_texts} product "
                        f"texts" + (f", dead letters {collected.dead_letters}" if collected.dead_letters else ""),
                        err=True)
             for tenant, r in results.items():
                 click.echo(f"{tenant}: {r.get('version') or '-'} {r['status']} — {r['reason']}")
 
-        retrainer.run(once=once, stop=stop, on_cycle=report)
+        retrainer.run(once=once, stop=stop, on_cycle=on_cycle)
     finally:
         retrainer.close()
 

@@ -39,6 +39,16 @@ class CollectorError(Exception):
         return out
 
 
+class EventRefused(ValueError):
+    """One event of a request refused for what only the collector checks (the shape the contract's decoder
+    needs, the write key's tenant); ``reason`` is the per-event code the response lists, as a
+    :class:`~schemas.DecodeError`'s is. Not a dead-letter reason: refused events never reach a topic."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
 @dataclass
 class Admitted:
     """Events ready for the pixel topic: (key, value) pairs, keyed ``tenant:session_id``."""
@@ -108,7 +118,7 @@ class Collector:
         for i, item in enumerate(events):
             try:
                 event = self._check(item, key, now_ms)
-            except DecodeError as err:
+            except (DecodeError, EventRefused) as err:
                 problems.append({"index": i, "error": err.reason, "message": err.detail})
                 continue
             admitted.records.append((f"{event.tenant}:{event.session_id}".encode(), encode(event)))
@@ -121,9 +131,9 @@ class Collector:
 
     def _check(self, item: Any, key: KeyRecord, now_ms: int) -> PixelEvent:
         if not isinstance(item, dict):
-            raise DecodeError("schema_violation", "an event must be a JSON object")
+            raise EventRefused("schema_violation", "an event must be a JSON object")
         if item.get("tenant") != key.tenant:
-            raise DecodeError("tenant_mismatch", f"this key writes for tenant {key.tenant!r} only")
+            raise EventRefused("tenant_mismatch", f"this key writes for tenant {key.tenant!r} only")
         # The collector's clock, not the browser's, decides when an event arrived.
         event = self.validator.check(orjson.dumps({**item, "server_ts": now_ms}), now_ms=now_ms)
         return event.model_copy(update={"user_id": "h:" + (self.pseudonymise(event.user_id) or "")})

@@ -44,7 +44,7 @@ class Resources:
         return cast(T, self._built[name])  # stored by the build of that name only
 
     @property
-    def embedder(self) -> OnnxEmbedder:
+    def embedder(self) -> Embedder:
         return self._once("embedder", lambda: self._embedder(self.settings.models.embedder_dir))
 
     def _embedder(self, model_dir: Path) -> Embedder:

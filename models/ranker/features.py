@@ -43,10 +43,15 @@ class Candidate(Protocol):
     """A retrieved product. Its ``payload`` is not changed in place once ranked: the parts of the
     features that depend on the payload alone are remembered by payload identity (:func:`_static`)."""
 
-    product_id: str
-    score: float
-    scores: dict[str, float]
-    payload: dict[str, Any]
+    # Read-only members, so that frozen dataclasses (the store's Hit) satisfy the protocol.
+    @property
+    def product_id(self) -> str: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def scores(self) -> dict[str, float]: ...
+    @property
+    def payload(self) -> dict[str, Any]: ...
 
 
 def query_tokens(query: str) -> frozenset[str]:

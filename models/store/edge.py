@@ -346,7 +346,7 @@ class EdgeStore:
         shard = self._shard(tenant)
         ids = [point_id(tenant, p) for p in product_ids]
         with self._engine(tenant, "delete"):
-            shard.update(qe.UpdateOperation.delete_points(ids))
+            shard.update(qe.UpdateOperation.delete_points([*ids]))  # a new list: the stub's is list[int | UUID | str]
         self._payloads.invalidate(tenant, ids)
 
     # -- reads -------------------------------------------------------------------------------
@@ -401,7 +401,7 @@ class EdgeStore:
             # and would read up to twice as many points.
             payloads, missing = self._payloads.get(tenant, [r.key for r in ranked])
             if missing:
-                read = {str(r.id): payload for r in shard.retrieve(missing, _HIT_PAYLOAD, False)
+                read = {str(r.id): payload for r in shard.retrieve([*missing], _HIT_PAYLOAD, False)
                         if (payload := r.payload)}
                 self._payloads.fill(tenant, generation, read)
                 payloads.update(read)

@@ -202,9 +202,9 @@ def examples_from_interactions(records: Iterable[AttributedInteraction] | Path, 
                 if item.position < deepest and item.product_id not in hits and item.product_id in catalogue:
                     out.append(Example(r.query, item.product_id, catalogue[item.product_id],
                                        w.skipped * w.decay(r.search_ts, ref), 0, r.search_ts))
-        elif r.product_id in catalogue:
+        elif r.product_id is not None and r.product_id in catalogue:
             base, grade = w.positive(r)
-            out.append(Example(r.query, r.product_id, catalogue[r.product_id],  # type: ignore[index]
+            out.append(Example(r.query, r.product_id, catalogue[r.product_id],
                                base * w.decay(r.event_ts, ref), grade, r.event_ts))
     return out
 

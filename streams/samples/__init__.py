@@ -18,6 +18,7 @@ import orjson
 from schemas.base import validate
 from schemas.catalogue import CatalogueUpdate
 from schemas.exceptions import DecodeError
+from streams.exceptions import UserInputError
 from streams.samples.dummyjson import convert
 from streams.samples.generator import TAXONOMY, TOPIC_KINDS, generate_catalogue, is_relevant, product_topics
 
@@ -45,8 +46,8 @@ def sample_catalogue(tenant: str = "demo") -> list[CatalogueUpdate]:
     try:
         raw = orjson.loads(DUMMYJSON_PRODUCTS.read_bytes())
     except FileNotFoundError:
-        raise DecodeError("sample_missing", f"{DUMMYJSON_PRODUCTS} is missing: reinstall shoprank "
-                          "(pip install -e .) or pass --catalogue FILE") from None
+        raise UserInputError(f"{DUMMYJSON_PRODUCTS} is missing: reinstall shoprank "
+                             "(pip install -e .) or pass --catalogue FILE") from None
     return [validate(CatalogueUpdate, {**orjson.loads(line), "tenant": tenant})
             for line in convert(raw).splitlines()]
 
