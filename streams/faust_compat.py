@@ -312,6 +312,7 @@ def _install_in_order_handover(add_gap: Callable[..., Awaitable[None]]) -> None:
     async def in_order_getmany(self: Any, timeout: float) -> Any:
         awaited, ahead_since = _state(self)
         handing = _handing(self)
+        dropping: dict[Any, int] = self.__dict__.setdefault("_shoprank_dropping", {})
         async for tp, message in getmany(self, timeout):
             offset, want = message.offset, awaited.get(tp)
             if want is not None and offset != want and _gapless(self, tp):
@@ -330,6 +331,13 @@ def _install_in_order_handover(add_gap: Callable[..., Awaitable[None]]) -> None:
             ahead_since.pop(tp, None)
             awaited[tp] = offset + 1
             handing[tp] = message
+            read = self._read_offset.get(tp)
+            if read is not None and offset < read and _gapless(self, tp) and dropping.get(tp) != read:
+                # Faust's fetch loop drops a record below its read offset unprocessed. Not seen in a run
+                # yet; logged (once per read offset) while the loss of 2026-12-07 evening is open.
+                dropping[tp] = read
+                log.warning("%s[%d]: record %d is next in order, but Faust's fetch loop read up to %d and drops "
+                            "it", tp.topic, tp.partition, offset, read)
             yield tp, message
             handing.pop(tp, None)
 
