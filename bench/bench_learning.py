@@ -47,8 +47,8 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka.partitioner import DefaultPartitioner

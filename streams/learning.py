@@ -23,7 +23,7 @@ from schemas import AttributedInteraction, DecodeError, decode
 from schemas.topics import TOPICS
 from schemas.interactions import Bucket
 from streams import analytics
-from streams.batching import active_partitions, as_current, standby_partitions
+from streams.batching import HandOverWatch, active_partitions, as_current, standby_partitions
 from streams.deadletters import DeadLetterSink, salvaged_tenant
 from streams.dedupe import BatchedDedupe
 from streams.lazy_changelog import changelog_schema
@@ -75,11 +75,8 @@ class LearningPipeline:
         self.topic_name = settings.topic("interactions")
         self._learner = learner
         self._since_purge = 0
-        #: Per partition, the offset of the last record this agent was handed. A record more than one
-        #: past it means records in between never reached the agent (the topic has no gaps): logged, as
-        #: their interactions are then counted only if they come again (bench_faults, 2026-12-07 evening).
-        self._handed: dict[int, int] = {}
-        self.state.on_recover(self._forget_handed)  # after a rebalance another worker may have read on
+        self.handed = HandOverWatch("learning agent")
+        self.state.on_recover(self.handed.forget)
         app.agent(self.topic, name=self.AGENT)(self._process)
 
     async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
@@ -93,7 +90,7 @@ class LearningPipeline:
                 self._restart_watermarks(batch)
             for event in batch:
                 message = event.message
-                self._note_jump(message.partition, message.offset)
+                self.handed.note(message.topic, message.partition, message.offset)
                 try:
                     it = decode(AttributedInteraction, message.value or b"")
                 except DecodeError as err:
@@ -137,16 +134,6 @@ class LearningPipeline:
                 self.stats.learned += len(fresh)
                 self.stats.last_learned_ms = int(time.time() * 1000)  # when the batch's effects are all in
             yield None
-
-    async def _forget_handed(self) -> None:
-        self._handed = {}
-
-    def _note_jump(self, partition: int, offset: int) -> None:
-        last = self._handed.get(partition)
-        if last is not None and offset > last + 1:
-            log.warning("%s[%d]: record %d handed over after %d: records %d-%d never reached the learning agent",
-                        self.topic_name, partition, offset, last, last + 1, offset - 1)
-        self._handed[partition] = offset
 
     def _restart_watermarks(self, batch: list[Any]) -> None:
         """The broker lost a partition's log (streams.logloss): its offsets start again, so must its totals'."""

@@ -14,7 +14,7 @@ from schemas import EVENT_TYPES, DecodeError, PixelEvent, SearchLog, decode
 from schemas.topics import TOPICS
 from streams import metrics
 from streams.attribution_stage import AttributionStage
-from streams.batching import active_partitions, as_current
+from streams.batching import HandOverWatch, active_partitions, as_current
 from streams.deadletters import DeadLetterSink, salvaged_tenant
 from streams.dedupe import BatchedDedupe
 from streams.lazy_changelog import changelog_schema
@@ -114,6 +114,8 @@ class PixelPipeline:
         #: each recovery: a read while a partition was still recovering would have found none.
         self._legacy: dict[int, dict[str, list[int]]] = {}
         self.state.on_recover(self._forget_legacy)
+        self.handed = HandOverWatch("pixel agent")
+        self.state.on_recover(self.handed.forget)
         app.agent(self.topic, name=self.AGENT)(self._process)
 
     async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
@@ -132,6 +134,7 @@ class PixelPipeline:
             attributable: list[tuple[Any, PixelEvent | SearchLog]] = []
             for event in batch:
                 message = event.message
+                self.handed.note(message.topic, message.partition, message.offset)
                 try:
                     record = await (self._handle_search(event) if message.topic == self.searches_topic
                                     else self._handle(event, counts, changed))

@@ -11,7 +11,8 @@ __all__ = ["print_result"]
 
 
 def print_result(out: Console, r: SearchResult) -> None:
-    table = Table(title=f"“{r.query}” — {r.timings_ms.get('total', 0):.0f} ms, search_id {(r.search_id or '-')[:8]}…",
+    search_id = (r.search_id or "-")[:8]  # an error answer has none
+    table = Table(title=f"“{r.query}” — {r.timings_ms.get('total', 0):.0f} ms, search_id {search_id}…",
                   title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("product")
