@@ -99,7 +99,7 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
     )
     rules = RuleBook(app, settings, bootstrap)  # every tenant's rules, whatever partitions this worker holds
     hub: RankerHub | None = None
-    learning = LearningPipeline(app, settings, lambda: hub.learn if hub is not None else None, log_loss)
+    learning = LearningPipeline(app, settings, bootstrap, lambda: hub.learn if hub is not None else None, log_loss)
     # Engagement counters share the learning agent's table (one ordered changelog with the totals).
     hub = RankerHub(settings, PackedRecords(learning.state, ENGAGEMENT_PREFIX))
     resources = Resources(settings, rules=rules.rules_for, ranker=hub.get)
@@ -110,8 +110,8 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
         bootstrap=bootstrap,
         resources=resources,
         log_loss=log_loss,
-        pixel=PixelPipeline(app, settings, forget, log_loss),
-        catalogue=CataloguePipeline(app, settings, lambda: resources.indexer),
+        pixel=PixelPipeline(app, settings, bootstrap, forget, log_loss),
+        catalogue=CataloguePipeline(app, settings, bootstrap, lambda: resources.indexer),
         search=SearchPipeline(app, settings, lambda: resources.searcher, bootstrap),
         learning=learning,
         rules=rules,

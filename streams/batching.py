@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import faust.streams as faust_streams
 
-__all__ = ["HandOverWatch", "active_partitions", "as_current", "in_thread", "standby_partitions"]
-
-log = logging.getLogger(__name__)
+__all__ = ["active_partitions", "as_current", "in_thread", "standby_partitions"]
 
 T = TypeVar("T")
 
@@ -39,27 +36,3 @@ def active_partitions(app: Any, topic: str) -> set[int]:
 def standby_partitions(app: Any, changelog: str) -> set[int]:
     """The partitions of a table's ``changelog`` topic this worker keeps standby copies of."""
     return {tp.partition for tp in app.assignor.assigned_standbys() if tp.topic == changelog}
-
-
-class HandOverWatch:
-    """Logs a forward jump in the offsets of the records an agent is handed, per topic partition.
-
-    shoprank's stream topics have no gaps, so a record more than one offset past the last one handed
-    over means the records in between never reached the agent: their events then count only if they
-    come again (bench_faults, 2026-12-07 evening, an open loss). ``forget`` runs after each recovery:
-    after a rebalance another worker may have read on.
-    """
-
-    def __init__(self, agent: str) -> None:
-        self.agent = agent
-        self._last: dict[tuple[str, int], int] = {}
-
-    def note(self, topic: str, partition: int, offset: int) -> None:
-        last = self._last.get((topic, partition))
-        if last is not None and offset > last + 1:
-            log.warning("%s[%d]: record %d handed over after %d: records %d-%d never reached the %s",
-                        topic, partition, offset, last, last + 1, offset - 1, self.agent)
-        self._last[(topic, partition)] = offset
-
-    async def forget(self) -> None:
-        self._last = {}

@@ -18,6 +18,7 @@ from schemas.topics import TOPICS
 from streams import metrics
 from streams.batching import active_partitions, as_current, in_thread
 from streams.deadletters import DeadLetterSink
+from streams.gapfill import GapFill
 from streams.lazy_changelog import changelog_schema
 from streams.malloc_arenas import trim_free_memory
 from streams.settings import Settings
@@ -70,7 +71,7 @@ class CatalogueStats:
 class CataloguePipeline:
     AGENT = "catalogue-index"
 
-    def __init__(self, app: faust.App, settings: Settings, indexer_factory: Any) -> None:
+    def __init__(self, app: faust.App, settings: Settings, bootstrap: str, indexer_factory: Any) -> None:
         self.tenants = frozenset(settings.tenants)
         self.topic = app.topic(
             settings.topic("catalogue"), key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
@@ -83,6 +84,7 @@ class CataloguePipeline:
         self.versions = app.Table("catalogue-versions", default=None, partitions=TOPICS["catalogue"].partitions,
                                   options=table_options(settings.worker.store), schema=changelog_schema())
         self.dead = DeadLetterSink(app, settings, self.AGENT)
+        self.gaps = GapFill(app, self.versions, "catalogue agent", bootstrap)
         self.stats = CatalogueStats()
         self._indexer_factory = indexer_factory
         self._indexer: CatalogueIndexer | None = None
@@ -131,6 +133,7 @@ class CataloguePipeline:
     async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
         async for batch in stream.take_events(_BATCH_MAX, within=_BATCH_WITHIN_S):
             metrics.EVENTS.labels(self.AGENT).inc(len(batch))
+            batch = await self.gaps.fill(batch)
             updates: list[CatalogueUpdate] = []
             #: ``tenant:product_id`` → the batch's last event carrying an update of it
             events: dict[str, Any] = {}
@@ -147,6 +150,7 @@ class CataloguePipeline:
                 updates.append(u)
                 events[f"{u.tenant}:{u.product_id}"] = event
             if not updates:
+                self._done()
                 yield None
                 continue
             # The indexer runs in a thread on a plain dict; the deletes it took are written back here, on
@@ -159,6 +163,7 @@ class CataloguePipeline:
                 log.exception("catalogue batch of %d failed", len(updates))
                 for event in batch:
                     await self.dead.send(event.message, "internal_error", f"{type(exc).__name__}: {exc}")
+                self._done()
                 yield None
                 continue
             for key, version in versions.items():
@@ -176,7 +181,13 @@ class CataloguePipeline:
             newest = max((e.message.timestamp for e in batch if e.message.timestamp), default=None)
             if newest:
                 s.last_freshness_ms = round((time.time() - newest) * 1000, 1)
+            self._done()
             yield None
+
+    def _done(self) -> None:
+        """A batch's records are in the store or dead-lettered: their next offsets go last (streams.gapfill)."""
+        self.gaps.save()
+        self.gaps.ack()
 
     async def build_index_when_quiet(self) -> None:
         """Build the vector index of collections that took enough new vectors (the store counts them, a

@@ -35,6 +35,8 @@
   thread may be walking the same dict in ``fetched_records``: ``KeyError`` there crashed the fetcher
   and the worker (bench_faults, restarts a few seconds apart, three runs in three). Every seek now
   runs in the consumer's thread, as Faust's other calls into it do.
+- Faust's flush before a commit gives up after 0.1 s without a message sent, so a commit could run
+  ahead of the table writes made for it, which a crash then lost. The flush now waits for them all.
 - Faust takes a jump in a partition's offsets for a gap in its log and commits across it. A record
   fetched before a seek and handed over after it jumps so, and the records it jumped over were lost
   (bench_faults, 2 runs in 5). Only compacted topics have gaps: for the others the commit waits.
@@ -42,12 +44,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from faust.transport import consumer as faust_consumer
+from faust.transport import producer as faust_producer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from schemas.topics import TOPICS
@@ -100,6 +104,7 @@ def install(fetch_max_wait_ms: int | None = None, log_loss: LogLossWatch | None 
     _install_stale_handover_guard()
     _install_log_loss_hooks()
     _install_changelog_check()
+    _install_full_flush()
     faust_add_gap = _install_no_gaps_in_uncompacted_topics()
     _install_in_order_handover(faust_add_gap)
     _installed = True
@@ -333,8 +338,8 @@ def _install_in_order_handover(add_gap: Callable[..., Awaitable[None]]) -> None:
             handing[tp] = message
             read = self._read_offset.get(tp)
             if read is not None and offset < read and _gapless(self, tp) and dropping.get(tp) != read:
-                # Faust's fetch loop drops a record below its read offset unprocessed. Not seen in a run
-                # yet; logged (once per read offset) while the loss of 2026-12-07 evening is open.
+                # Faust's fetch loop drops a record below its read offset unprocessed (the agents read
+                # it from the broker when a later one comes: streams.gapfill); logged once per read offset.
                 dropping[tp] = read
                 log.warning("%s[%d]: record %d is next in order, but Faust's fetch loop read up to %d and drops "
                             "it", tp.topic, tp.partition, offset, read)
@@ -609,3 +614,46 @@ def _install_changelog_check() -> None:
             destination[tp] = -1
 
     recovery_cls._build_offsets = checked_build_offsets
+
+
+#: Seconds between looks at a producer buffer that is still sending (while a commit waits for it).
+_FLUSH_POLL_S = 0.1
+
+
+def _install_full_flush() -> None:
+    """A commit waits until every table write made before it is with the broker.
+
+    Faust flushes its producer before committing the consumer's offsets (``Consumer._commit_offsets``),
+    so that a committed offset never runs ahead of the table changelog records written for it. But its
+    buffer's ``flush`` gives up as soon as 0.1 s pass without a message sent (``flush_atmost``), and does
+    not count the message being sent right then: under load (its buffer held 150-430 messages in
+    bench_faults) the commit went ahead of writes that a ``kill -9`` then lost. The restarted worker
+    found offsets committed past records whose counts, sessions and dedupe entries were gone: all four
+    ``pixel`` partitions ~380 records behind their commits in one run of 2026-12-07 evening (the agents
+    read those again from the broker: streams.gapfill). Here ``flush`` waits until the buffer is empty and
+    nothing is being sent, for as long as the producer runs.
+    """
+    buffer_cls = faust_producer.ProducerBuffer
+    send_pending = buffer_cls._send_pending
+
+    async def counted_send_pending(self: Any, fut: Any) -> None:
+        self.__dict__["_shoprank_sending"] = self.__dict__.get("_shoprank_sending", 0) + 1
+        try:
+            await send_pending(self, fut)
+        finally:
+            self.__dict__["_shoprank_sending"] -= 1
+
+    async def full_flush(self: Any) -> None:
+        while self.size or self.__dict__.get("_shoprank_sending", 0):
+            if self.state != "running":
+                if self.size:
+                    raise RuntimeError("Cannot flush: Producer not Running")  # as Faust's own flush
+                return
+            self.message_sent.clear()
+            try:
+                await asyncio.wait_for(self.message_sent.wait(), timeout=_FLUSH_POLL_S)
+            except asyncio.TimeoutError:
+                continue  # still sending (the broker is slow or away): the commit keeps waiting
+
+    buffer_cls._send_pending = counted_send_pending
+    buffer_cls.flush = full_flush

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
@@ -24,7 +25,7 @@ fetchwait.install()
 
 __all__ = [
     "PRODUCER_BATCH_BYTES", "broker_answers", "create_missing", "describe_topics", "end_offsets", "ensure_topics",
-    "new_topic", "producer", "read_topic", "reconnecting", "spec_topics",
+    "new_topic", "producer", "read_range", "read_topic", "reconnecting", "spec_topics",
 ]
 
 log = logging.getLogger(__name__)
@@ -241,5 +242,41 @@ async def end_offsets(bootstrap: str, tps: Iterable[TopicPartition]) -> dict[Top
                     listed[tp] - served, tp.topic, tp.partition, served, served,
                 )
         return ends
+    finally:
+        await consumer.stop()
+
+
+async def read_range(bootstrap: str, tp: TopicPartition, start: int, end: int,
+                     timeout_s: float = 30.0) -> list[ConsumerRecord[bytes, bytes]]:
+    """The records of ``tp`` from offset ``start`` up to ``end`` (excluded), as the broker serves them now.
+
+    Offsets the log no longer holds (retention) are simply absent: the first record may come after
+    ``start``. Raises :class:`TimeoutError` when the broker has not served up to ``end`` in ``timeout_s``.
+    Uses no consumer group, so it commits nothing and disturbs no one.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_wait_ms=50,
+        auto_offset_reset="earliest",  # below the log's start: read from where it starts now
+    )
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        deadline = time.monotonic() + timeout_s
+        while True:
+            got = await consumer.getmany(tp, timeout_ms=200)
+            for record in got.get(tp, ()):
+                if record.offset >= end:
+                    return records
+                if record.offset >= start:
+                    records.append(record)
+            if await consumer.position(tp) >= end:
+                return records
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{tp.topic}[{tp.partition}]: offsets {start}-{end - 1} not served in {timeout_s:.0f} s")
     finally:
         await consumer.stop()

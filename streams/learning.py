@@ -23,9 +23,10 @@ from schemas import AttributedInteraction, DecodeError, decode
 from schemas.topics import TOPICS
 from schemas.interactions import Bucket
 from streams import analytics
-from streams.batching import HandOverWatch, active_partitions, as_current, standby_partitions
+from streams.batching import active_partitions, as_current, standby_partitions
 from streams.deadletters import DeadLetterSink, salvaged_tenant
 from streams.dedupe import BatchedDedupe
+from streams.gapfill import GapFill
 from streams.lazy_changelog import changelog_schema
 from streams.logloss import LogLossWatch
 from streams.settings import Settings
@@ -56,7 +57,7 @@ class LearningStats:
 class LearningPipeline:
     AGENT = "learn"
 
-    def __init__(self, app: faust.App, settings: Settings, learner: Callable[[], Learner | None],
+    def __init__(self, app: faust.App, settings: Settings, bootstrap: str, learner: Callable[[], Learner | None],
                  log_loss: LogLossWatch | None = None) -> None:
         self.log_loss = log_loss
         self.topic = app.topic(
@@ -75,8 +76,7 @@ class LearningPipeline:
         self.topic_name = settings.topic("interactions")
         self._learner = learner
         self._since_purge = 0
-        self.handed = HandOverWatch("learning agent")
-        self.state.on_recover(self.handed.forget)
+        self.gaps = GapFill(app, self.state, "learning agent", bootstrap)
         app.agent(self.topic, name=self.AGENT)(self._process)
 
     async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
@@ -88,9 +88,9 @@ class LearningPipeline:
             now = int(time.time() * 1000)
             if self.log_loss is not None:
                 self._restart_watermarks(batch)
+            batch = await self.gaps.fill(batch)
             for event in batch:
                 message = event.message
-                self.handed.note(message.topic, message.partition, message.offset)
                 try:
                     it = decode(AttributedInteraction, message.value or b"")
                 except DecodeError as err:
@@ -133,6 +133,8 @@ class LearningPipeline:
                             log.exception("ranker update failed for %d interactions", len(items))
                 self.stats.learned += len(fresh)
                 self.stats.last_learned_ms = int(time.time() * 1000)  # when the batch's effects are all in
+            self.gaps.save()  # last: the next offsets survive a crash only with what this batch wrote
+            self.gaps.ack()
             yield None
 
     def _restart_watermarks(self, batch: list[Any]) -> None:
@@ -142,6 +144,7 @@ class LearningPipeline:
         for event in batch:
             first.setdefault(event.message.partition, event)
         for partition in self.log_loss.take(self.topic_name, set(first)):
+            self.gaps.restart(partition)
             as_current(first[partition])  # the writes go to this partition's changelog
             for key, totals in list(self.state.items()):
                 if key.startswith("totals|") and key.endswith(f"|{partition}") and totals:

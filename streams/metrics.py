@@ -37,6 +37,7 @@ __all__ = [
     "CONTENT_TYPE",
     "DEAD_LETTERS",
     "EVENTS",
+    "GAP_FILLED",
     "REGISTRY",
     "install",
     "observe_search",
@@ -66,6 +67,10 @@ COLLECTOR_REFUSED = Counter(
 DEAD_LETTERS = Counter(
     "shoprank_dead_letters", "Messages routed to the dead-letter topic, by agent and reason", ["agent", "reason"],
     registry=REGISTRY,
+)
+GAP_FILLED = Counter(
+    "shoprank_gap_filled_records", "Records an agent was not handed in order, read from the broker (streams.gapfill)",
+    ["agent"], registry=REGISTRY,
 )
 SEARCH_STAGE = Histogram(
     "shoprank_search_stage_seconds",

@@ -14,9 +14,10 @@ from schemas import EVENT_TYPES, DecodeError, PixelEvent, SearchLog, decode
 from schemas.topics import TOPICS
 from streams import metrics
 from streams.attribution_stage import AttributionStage
-from streams.batching import HandOverWatch, active_partitions, as_current
+from streams.batching import active_partitions, as_current
 from streams.deadletters import DeadLetterSink, salvaged_tenant
 from streams.dedupe import BatchedDedupe
+from streams.gapfill import GapFill
 from streams.lazy_changelog import changelog_schema
 from streams.logloss import LogLossWatch
 from streams.privacy import ForgetList
@@ -84,7 +85,7 @@ class PixelPipeline:
 
     AGENT = "pixel-validate"
 
-    def __init__(self, app: faust.App, settings: Settings, forget: ForgetList | None = None,
+    def __init__(self, app: faust.App, settings: Settings, bootstrap: str, forget: ForgetList | None = None,
                  log_loss: LogLossWatch | None = None) -> None:
         self.validator = PixelValidator(settings)
         self.log_loss = log_loss
@@ -114,8 +115,7 @@ class PixelPipeline:
         #: each recovery: a read while a partition was still recovering would have found none.
         self._legacy: dict[int, dict[str, list[int]]] = {}
         self.state.on_recover(self._forget_legacy)
-        self.handed = HandOverWatch("pixel agent")
-        self.state.on_recover(self.handed.forget)
+        self.gaps = GapFill(app, self.state, "pixel agent", bootstrap)
         app.agent(self.topic, name=self.AGENT)(self._process)
 
     async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
@@ -128,13 +128,13 @@ class PixelPipeline:
             metrics.EVENTS.labels(self.AGENT).inc(len(batch))
             if self.log_loss is not None:
                 self._restart_watermarks(batch)
+            batch = await self.gaps.fill(batch)
             counts: dict[int, dict[str, list[int]]] = {}  # partition -> its counts record, as this batch leaves it
             changed: set[int] = set()
             last_of_partition: dict[int, Any] = {}
             attributable: list[tuple[Any, PixelEvent | SearchLog]] = []
             for event in batch:
                 message = event.message
-                self.handed.note(message.topic, message.partition, message.offset)
                 try:
                     record = await (self._handle_search(event) if message.topic == self.searches_topic
                                     else self._handle(event, counts, changed))
@@ -159,6 +159,8 @@ class PixelPipeline:
             if self._since_purge >= _PURGE_EVERY:
                 self._since_purge = 0
                 self.dedupe.purge(now_ms, self.active_partitions(), last_of_partition)
+            self.gaps.save()  # last: the next offsets survive a crash only with what this batch wrote
+            self.gaps.ack()
             yield None
 
     def _restart_watermarks(self, batch: list[Any]) -> None:
@@ -169,6 +171,7 @@ class PixelPipeline:
             if event.message.topic == self.pixel_topic:
                 first.setdefault(event.message.partition, event)
         for partition in self.log_loss.take(self.pixel_topic, set(first)):
+            self.gaps.restart(partition)
             as_current(first[partition])  # the write goes to this partition's changelog
             record = self.counts_of(partition)
             if record:

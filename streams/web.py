@@ -181,8 +181,10 @@ def register_views(shop: ShoprankApp) -> None:
     @app.page("/v1/stats/broker")
     async def broker_stats(view: web.View, request: web.Request) -> web.Response:
         """Records lost with a broker's log (streams.logloss): per topic, and each partition's reset; the
-        stream consumer's joins again after topics came back (streams.group_watch)."""
-        return view.json({**shop.log_loss.stats(), "group": shop.group.stats()})
+        stream consumer's joins again after topics came back (streams.group_watch); records each agent
+        was not handed in order and read from the broker (streams.gapfill)."""
+        gaps = {p.gaps.agent: asdict(p.gaps.stats) for p in (shop.pixel, shop.learning, shop.catalogue)}
+        return view.json({**shop.log_loss.stats(), "group": shop.group.stats(), "gaps": gaps})
 
     @app.page("/v1/stats/models")
     async def model_stats(view: web.View, request: web.Request) -> web.Response:

@@ -385,3 +385,34 @@ def test_a_commit_never_goes_past_the_log_end_the_broker_served(broker) -> None:
     tp = TopicPartition(topic, 0)
     assert got == {"at_end": {tp: 3}, "past_end": {}, "lost_since_fetch": {}, "fetched_since_loss": {tp: 2},
                    "not_fetched_yet": {}}, got
+
+
+def test_the_flush_before_a_commit_waits_for_every_table_write() -> None:
+    """Faust's own flush returned after 0.1 s without a message sent, with writes still buffered: the
+    commit after it then ran ahead of them. The broker is replaced by a send that takes 0.25 s, as a
+    loaded broker's does (bench_faults, 2026-12-07: the buffer held 150-430 writes)."""
+    sent: list[int] = []
+
+    class _SlowChannel:
+        async def publish_message(self, fut: Any, wait: bool = False) -> None:
+            await asyncio.sleep(0.25)
+            sent.append(fut.n)
+
+    class _Write:
+        def __init__(self, n: int) -> None:
+            self.n = n
+            self.message = type("Pending", (), {"channel": _SlowChannel()})()
+
+    async def go() -> None:
+        app = faust.App("flush-test", broker="kafka://127.0.0.1:1")
+        buffer = app.producer.buffer
+        await buffer.start()
+        try:
+            for n in range(3):
+                buffer.put(_Write(n))
+            await buffer.flush()
+            assert sent == [0, 1, 2]  # all of them, the one being sent when flush began included
+        finally:
+            await buffer.stop()
+
+    asyncio.run(go())
