@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from schemas.topics import TOPICS
 from streams import metrics
 from streams.batching import active_partitions, as_current, in_thread
 from streams.deadletters import DeadLetterSink
-from streams.gapfill import GapFill
+from streams.gapfill import TAIL_CHECK_S, GapFill
 from streams.lazy_changelog import changelog_schema
 from streams.malloc_arenas import trim_free_memory
 from streams.settings import Settings
@@ -84,7 +85,8 @@ class CataloguePipeline:
         self.versions = app.Table("catalogue-versions", default=None, partitions=TOPICS["catalogue"].partitions,
                                   options=table_options(settings.worker.store), schema=changelog_schema())
         self.dead = DeadLetterSink(app, settings, self.AGENT)
-        self.gaps = GapFill(app, self.versions, "catalogue agent", bootstrap)
+        self.gaps = GapFill(app, self.versions, "catalogue agent", bootstrap, [settings.topic("catalogue")])
+        self._turn = asyncio.Lock()  # a stream batch and the tail check's never interleave
         self.stats = CatalogueStats()
         self._indexer_factory = indexer_factory
         self._indexer: CatalogueIndexer | None = None
@@ -93,6 +95,7 @@ class CataloguePipeline:
         #: A store of this process alone (Qdrant Edge) holds only the products of the partitions it indexes.
         self.own_store = settings.store.kind == "edge" or settings.store.url == ":memory:"
         app.agent(self.topic, name=self.AGENT)(self._process)
+        app.timer(TAIL_CHECK_S, name="catalogue-tail")(self._tail)
 
         @app.on_partitions_assigned.connect
         async def warn_if_partial(app: faust.App, assigned: Any, **_: Any) -> None:
@@ -132,57 +135,66 @@ class CataloguePipeline:
 
     async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
         async for batch in stream.take_events(_BATCH_MAX, within=_BATCH_WITHIN_S):
-            metrics.EVENTS.labels(self.AGENT).inc(len(batch))
-            batch = await self.gaps.fill(batch)
-            updates: list[CatalogueUpdate] = []
-            #: ``tenant:product_id`` → the batch's last event carrying an update of it
-            events: dict[str, Any] = {}
-            for event in batch:
-                message = event.message
-                try:
-                    u = decode(CatalogueUpdate, message.value or b"")
-                    if u.tenant not in self.tenants:
-                        raise DecodeError("unknown_tenant", f"tenant {u.tenant!r} is not served here")
-                except DecodeError as err:
-                    self.stats.rejected += 1
-                    await self.dead.send(message, err.reason, err.detail)
-                    continue
-                updates.append(u)
-                events[f"{u.tenant}:{u.product_id}"] = event
-            if not updates:
-                self._done()
-                yield None
-                continue
-            # The indexer runs in a thread on a plain dict; the deletes it took are written back here, on
-            # the loop, naming each key's own event so the write lands in its partition's changelog.
-            known: dict[str, int | None] = {k: self.versions.get(k) for k in events}
-            versions = dict(known)
-            try:
-                report, versions = await self._apply(updates, versions)
-            except Exception as exc:  # noqa: BLE001 - the model or the request failed: dead-letter, keep serving
-                log.exception("catalogue batch of %d failed", len(updates))
-                for event in batch:
-                    await self.dead.send(event.message, "internal_error", f"{type(exc).__name__}: {exc}")
-                self._done()
-                yield None
-                continue
-            for key, version in versions.items():
-                if version is not None and version != known.get(key):
-                    as_current(events[key])
-                    self.versions[key] = version
-            s = self.stats
-            s.embedded += report.embedded
-            s.payload_only += report.payload_only
-            s.deleted += report.deleted
-            s.stale += report.stale
-            s.batches += 1
-            s.last_batch_at = time.time()
-            s.tenants |= report.tenants
-            newest = max((e.message.timestamp for e in batch if e.message.timestamp), default=None)
-            if newest:
-                s.last_freshness_ms = round((time.time() - newest) * 1000, 1)
-            self._done()
+            async with self._turn:
+                await self._handle(batch)
             yield None
+
+    async def _tail(self) -> None:
+        """Updates at the end of a quiet partition that never reached the stream (streams.gapfill)."""
+        async with self._turn:
+            events = await self.gaps.tail()
+            if events:
+                await self._handle(events)
+
+    async def _handle(self, batch: list[Any]) -> None:
+        metrics.EVENTS.labels(self.AGENT).inc(len(batch))
+        batch = await self.gaps.fill(batch)
+        updates: list[CatalogueUpdate] = []
+        #: ``tenant:product_id`` → the batch's last event carrying an update of it
+        events: dict[str, Any] = {}
+        for event in batch:
+            message = event.message
+            try:
+                u = decode(CatalogueUpdate, message.value or b"")
+                if u.tenant not in self.tenants:
+                    raise DecodeError("unknown_tenant", f"tenant {u.tenant!r} is not served here")
+            except DecodeError as err:
+                self.stats.rejected += 1
+                await self.dead.send(message, err.reason, err.detail)
+                continue
+            updates.append(u)
+            events[f"{u.tenant}:{u.product_id}"] = event
+        if not updates:
+            self._done()
+            return
+        # The indexer runs in a thread on a plain dict; the deletes it took are written back here, on
+        # the loop, naming each key's own event so the write lands in its partition's changelog.
+        known: dict[str, int | None] = {k: self.versions.get(k) for k in events}
+        versions = dict(known)
+        try:
+            report, versions = await self._apply(updates, versions)
+        except Exception as exc:  # noqa: BLE001 - the model or the request failed: dead-letter, keep serving
+            log.exception("catalogue batch of %d failed", len(updates))
+            for event in batch:
+                await self.dead.send(event.message, "internal_error", f"{type(exc).__name__}: {exc}")
+            self._done()
+            return
+        for key, version in versions.items():
+            if version is not None and version != known.get(key):
+                as_current(events[key])
+                self.versions[key] = version
+        s = self.stats
+        s.embedded += report.embedded
+        s.payload_only += report.payload_only
+        s.deleted += report.deleted
+        s.stale += report.stale
+        s.batches += 1
+        s.last_batch_at = time.time()
+        s.tenants |= report.tenants
+        newest = max((e.message.timestamp for e in batch if e.message.timestamp), default=None)
+        if newest:
+            s.last_freshness_ms = round((time.time() - newest) * 1000, 1)
+        self._done()
 
     def _done(self) -> None:
         """A batch's records are in the store or dead-lettered: their next offsets go last (streams.gapfill)."""

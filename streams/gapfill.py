@@ -15,12 +15,20 @@ counts once.
 The next offsets are written as each batch's last table write: a crash loses them together with the
 batch's other writes or not at all, and a stale one only makes the agent read again records it
 counted already (which count nothing). A record below the next offset changes nothing here.
+
+A jump is seen only when a later record comes. Records skipped at the end of a partition that then
+goes quiet (a small shop's events, a catalogue's last update) would wait for the next one, so each
+agent also asks :meth:`GapFill.tail` every few seconds: where the consumer committed past the next
+offset the agent expects, and the partition has handed it nothing for :data:`TAIL_IDLE_S`, the records
+the commit passed are read too. (Records past the commit are the stream's to hand over, in order: read
+here ahead of them, the agent's watermarks would take them, once handed over, for records counted.)
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,12 +41,19 @@ from streams import metrics
 from streams.batching import as_current
 from streams.kafka import read_range
 
-__all__ = ["GapFill", "GapStats"]
+__all__ = ["TAIL_CHECK_S", "GapFill", "GapStats"]
 
 log = logging.getLogger(__name__)
 
 #: How long a skipped range is asked of the broker before the agent gives up on it and goes on.
 GIVE_UP_AFTER_S = 120.0
+#: Seconds a partition must have handed its agent nothing, its commit past the next offset expected,
+#: before :meth:`GapFill.tail` reads the records between: well past a busy batch.
+TAIL_IDLE_S = 30.0
+#: Seconds between an agent's calls of :meth:`GapFill.tail`.
+TAIL_CHECK_S = 5.0
+#: Records :meth:`GapFill.tail` reads of one partition at a time: a batch's worth (the rest come next tick).
+TAIL_MAX = 500
 
 
 @dataclass
@@ -46,6 +61,7 @@ class GapStats:
     gaps: int = 0  #: jumps seen
     filled: int = 0  #: records read from the broker and handed to the agent
     gone: int = 0  #: offsets the log no longer held (retention) or did not serve in time
+    tails: int = 0  #: quiet partitions whose last records never came, read by :meth:`GapFill.tail`
 
 
 class GapFill:
@@ -58,8 +74,9 @@ class GapFill:
 
     PREFIX = "next|"
 
-    def __init__(self, app: faust.App, table: Any, agent: str, bootstrap: str) -> None:
+    def __init__(self, app: faust.App, table: Any, agent: str, bootstrap: str, topics: Iterable[str]) -> None:
         self.app = app
+        self.topics = frozenset(topics)  # the agent's source topics, for :meth:`tail`
         self.table = table
         self.agent = agent
         self.bootstrap = bootstrap
@@ -67,6 +84,7 @@ class GapFill:
         self._next: dict[int, dict[str, int]] = {}  # partition -> topic -> next offset expected
         self._moved: dict[int, Any] = {}  # partitions whose next offsets this batch moved -> an event of theirs
         self._filled: list[Any] = []  # this batch's records read here, to acknowledge after :meth:`save`
+        self._handed_at: dict[tuple[str, int], float] = {}  # when a record of the partition was last handed over
         table.on_recover(self.forget)
 
     async def forget(self) -> None:
@@ -82,12 +100,18 @@ class GapFill:
     async def fill(self, batch: Sequence[Any]) -> list[Any]:
         """``batch`` with the records it skipped, read from the broker, each before the record after it."""
         out: list[Any] = []
+        now = time.monotonic()
         for event in batch:
             message = event.message
+            self._handed_at[(message.topic, message.partition)] = now
             nexts = self._of(message.partition)
             expected = nexts.get(message.topic)
             if expected is not None and message.offset > expected:
-                out.extend(await self._read(event, expected))
+                self.stats.gaps += 1
+                log.warning("%s[%d]: record %d handed to the %s while it expected %d: reading %d-%d from the "
+                            "broker", message.topic, message.partition, message.offset, self.agent, expected,
+                            expected, message.offset - 1)
+                out.extend(await self._read(message.topic, message.partition, expected, message.offset, message.tp))
             if expected is None or message.offset >= expected:
                 nexts[message.topic] = message.offset + 1
                 self._moved[message.partition] = event
@@ -112,12 +136,33 @@ class GapFill:
             consumer.ack(event.message)
         self._filled = []
 
-    async def _read(self, anchor: Any, start: int) -> list[Any]:
-        message = anchor.message
-        topic, partition, end = message.topic, message.partition, message.offset
-        self.stats.gaps += 1
-        log.warning("%s[%d]: record %d handed to the %s while it expected %d: reading %d-%d from the broker",
-                    topic, partition, end, self.agent, start, start, end - 1)
+    async def tail(self) -> list[Any]:
+        """Records of quiet partitions that never reached the agent (see the module doc), to process as a batch.
+
+        Call it from the agent's timer, never while a batch of its stream is being processed; the flow
+        must be on (not in a rebalance or recovery)."""
+        consumer = self.app.consumer
+        if getattr(self.app, "rebalancing", False) or not self.app.flow_control.is_active():
+            return []
+        now = time.monotonic()
+        out: list[Any] = []
+        for tp in sorted(consumer.assignment()):
+            if tp.topic not in self.topics:
+                continue
+            expected = self._of(tp.partition).get(tp.topic)
+            since = self._handed_at.setdefault((tp.topic, tp.partition), now)
+            end = consumer._committed_offset.get(tp)  # noqa: SLF001 - Faust keeps no public view
+            if expected is None or end is None or end <= expected or now - since < TAIL_IDLE_S:
+                continue
+            self.stats.tails += 1
+            end = min(end, expected + TAIL_MAX)
+            log.warning("%s[%d]: the %s was handed nothing for %.0f s, and the commit passed %d, the next record "
+                        "it expects: reading %d-%d from the broker", tp.topic, tp.partition, self.agent,
+                        now - since, expected, expected, end - 1)
+            out.extend(await self._read(tp.topic, tp.partition, expected, end, tp))
+        return out
+
+    async def _read(self, topic: str, partition: int, start: int, end: int, tp: TP) -> list[Any]:
 
         def retrying(state: RetryCallState) -> None:
             log.warning("%s[%d]: could not read %d-%d (%s), attempt %d; retrying, the %s waits", topic, partition,
@@ -138,7 +183,7 @@ class GapFill:
             self.stats.gone += gone
             log.warning("%s[%d]: %d of offsets %d-%d are not in the log (retention?)", topic, partition, gone,
                         start, end - 1)
-        events = [self._event(record, message.tp) for record in records]
+        events = [self._event(record, tp) for record in records]
         self.stats.filled += len(events)
         metrics.GAP_FILLED.labels(self.agent).inc(len(events))
         self._filled.extend(events)

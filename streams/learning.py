@@ -11,6 +11,7 @@ once per key per batch.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,7 +27,7 @@ from streams import analytics
 from streams.batching import active_partitions, as_current, standby_partitions
 from streams.deadletters import DeadLetterSink, salvaged_tenant
 from streams.dedupe import BatchedDedupe
-from streams.gapfill import GapFill
+from streams.gapfill import TAIL_CHECK_S, GapFill
 from streams.lazy_changelog import changelog_schema
 from streams.logloss import LogLossWatch
 from streams.settings import Settings
@@ -76,66 +77,79 @@ class LearningPipeline:
         self.topic_name = settings.topic("interactions")
         self._learner = learner
         self._since_purge = 0
-        self.gaps = GapFill(app, self.state, "learning agent", bootstrap)
+        self.gaps = GapFill(app, self.state, "learning agent", bootstrap, [self.topic_name])
+        self._turn = asyncio.Lock()  # a stream batch and the tail check's never interleave
         app.agent(self.topic, name=self.AGENT)(self._process)
+        app.timer(TAIL_CHECK_S, name="learning-tail")(self._tail)
 
     async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
         async for batch in stream.take_events(_BATCH_MAX, within=_BATCH_WITHIN_S):
-            fresh: list[AttributedInteraction] = []
-            fresh_at: list[tuple[int, AttributedInteraction]] = []
-            touched: dict[str, tuple[dict[str, float], Any]] = {}
-            anchors: dict[int, Any] = {}
-            now = int(time.time() * 1000)
-            if self.log_loss is not None:
-                self._restart_watermarks(batch)
-            batch = await self.gaps.fill(batch)
-            for event in batch:
-                message = event.message
-                try:
-                    it = decode(AttributedInteraction, message.value or b"")
-                except DecodeError as err:
-                    self.stats.rejected += 1
-                    tenant = salvaged_tenant(message.value)
-                    await self.dead.send(message, err.reason, err.detail, tenant=tenant)
-                    continue
-                anchors[message.partition] = event
-                if self.dedupe.seen_elsewhere(f"{it.tenant}|{it.interaction_id}", message.partition, message.offset):
-                    self.stats.duplicates += 1
-                    continue
-                key = f"totals|{it.tenant}|{it.bucket}|{message.partition}"
-                totals = touched[key][0] if key in touched else dict(self.state.get(key) or {})
-                if message.offset <= totals.get(_WATERMARK, -1):
-                    continue  # a replay after a crash: this record already counted it (see module doc)
-                first_purchase = it.outcome == "purchase" and not self.dedupe.seen_elsewhere(
-                    f"conv|{it.tenant}|{it.search_id}", message.partition, message.offset)
-                analytics.add_interaction(totals, it, first_purchase_of_search=first_purchase)
-                totals[_WATERMARK] = message.offset
-                touched[key] = (totals, event)
-                fresh.append(it)
-                fresh_at.append((message.partition, it))
-            # Dedupe records first: on the one changelog partition they then precede the totals they guard.
-            self.dedupe.flush(anchors, now)
-            self._maybe_purge(anchors, now, len(batch))
-            for key, (totals, event) in touched.items():
-                as_current(event)
-                self.state[key] = totals
-            if fresh:
-                learner = self._learner()
-                if learner is not None:
-                    by_partition: dict[int, list[AttributedInteraction]] = {}
-                    for p, it in fresh_at:
-                        by_partition.setdefault(p, []).append(it)
-                    for p, items in by_partition.items():
-                        as_current(anchors[p])  # engagement writes go to this partition's changelog
-                        try:
-                            learner(items)
-                        except Exception:  # noqa: BLE001 - the model misses a batch; the stream goes on
-                            log.exception("ranker update failed for %d interactions", len(items))
-                self.stats.learned += len(fresh)
-                self.stats.last_learned_ms = int(time.time() * 1000)  # when the batch's effects are all in
-            self.gaps.save()  # last: the next offsets survive a crash only with what this batch wrote
-            self.gaps.ack()
+            async with self._turn:
+                await self._handle(batch)
             yield None
+
+    async def _tail(self) -> None:
+        """Records at the end of a quiet partition that never reached the stream (streams.gapfill)."""
+        async with self._turn:
+            events = await self.gaps.tail()
+            if events:
+                await self._handle(events)
+
+    async def _handle(self, batch: list[Any]) -> None:
+        fresh: list[AttributedInteraction] = []
+        fresh_at: list[tuple[int, AttributedInteraction]] = []
+        touched: dict[str, tuple[dict[str, float], Any]] = {}
+        anchors: dict[int, Any] = {}
+        now = int(time.time() * 1000)
+        if self.log_loss is not None:
+            self._restart_watermarks(batch)
+        batch = await self.gaps.fill(batch)
+        for event in batch:
+            message = event.message
+            try:
+                it = decode(AttributedInteraction, message.value or b"")
+            except DecodeError as err:
+                self.stats.rejected += 1
+                tenant = salvaged_tenant(message.value)
+                await self.dead.send(message, err.reason, err.detail, tenant=tenant)
+                continue
+            anchors[message.partition] = event
+            if self.dedupe.seen_elsewhere(f"{it.tenant}|{it.interaction_id}", message.partition, message.offset):
+                self.stats.duplicates += 1
+                continue
+            key = f"totals|{it.tenant}|{it.bucket}|{message.partition}"
+            totals = touched[key][0] if key in touched else dict(self.state.get(key) or {})
+            if message.offset <= totals.get(_WATERMARK, -1):
+                continue  # a replay after a crash: this record already counted it (see module doc)
+            first_purchase = it.outcome == "purchase" and not self.dedupe.seen_elsewhere(
+                f"conv|{it.tenant}|{it.search_id}", message.partition, message.offset)
+            analytics.add_interaction(totals, it, first_purchase_of_search=first_purchase)
+            totals[_WATERMARK] = message.offset
+            touched[key] = (totals, event)
+            fresh.append(it)
+            fresh_at.append((message.partition, it))
+        # Dedupe records first: on the one changelog partition they then precede the totals they guard.
+        self.dedupe.flush(anchors, now)
+        self._maybe_purge(anchors, now, len(batch))
+        for key, (totals, event) in touched.items():
+            as_current(event)
+            self.state[key] = totals
+        if fresh:
+            learner = self._learner()
+            if learner is not None:
+                by_partition: dict[int, list[AttributedInteraction]] = {}
+                for p, it in fresh_at:
+                    by_partition.setdefault(p, []).append(it)
+                for p, items in by_partition.items():
+                    as_current(anchors[p])  # engagement writes go to this partition's changelog
+                    try:
+                        learner(items)
+                    except Exception:  # noqa: BLE001 - the model misses a batch; the stream goes on
+                        log.exception("ranker update failed for %d interactions", len(items))
+            self.stats.learned += len(fresh)
+            self.stats.last_learned_ms = int(time.time() * 1000)  # when the batch's effects are all in
+        self.gaps.save()  # last: the next offsets survive a crash only with what this batch wrote
+        self.gaps.ack()
 
     def _restart_watermarks(self, batch: list[Any]) -> None:
         """The broker lost a partition's log (streams.logloss): its offsets start again, so must its totals'."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ from streams.attribution_stage import AttributionStage
 from streams.batching import active_partitions, as_current
 from streams.deadletters import DeadLetterSink, salvaged_tenant
 from streams.dedupe import BatchedDedupe
-from streams.gapfill import GapFill
+from streams.gapfill import TAIL_CHECK_S, GapFill
 from streams.lazy_changelog import changelog_schema
 from streams.logloss import LogLossWatch
 from streams.privacy import ForgetList
@@ -115,53 +116,66 @@ class PixelPipeline:
         #: each recovery: a read while a partition was still recovering would have found none.
         self._legacy: dict[int, dict[str, list[int]]] = {}
         self.state.on_recover(self._forget_legacy)
-        self.gaps = GapFill(app, self.state, "pixel agent", bootstrap)
+        self.gaps = GapFill(app, self.state, "pixel agent", bootstrap, [self.pixel_topic, self.searches_topic])
+        self._turn = asyncio.Lock()  # a stream batch and the tail check's never interleave
         app.agent(self.topic, name=self.AGENT)(self._process)
+        app.timer(TAIL_CHECK_S, name="pixel-tail")(self._tail)
 
     async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
         # Batches: a count key is then written once per batch rather than once per event, which
         # halves the changelog traffic that bounds this agent's throughput. Offsets of a batch are
         # acknowledged only after the whole batch has been handled (at-least-once).
         async for batch in stream.take_events(_BATCH_MAX, within=_BATCH_WITHIN_S):
-            if self.forget is not None:
-                await self.forget.ready()
-            metrics.EVENTS.labels(self.AGENT).inc(len(batch))
-            if self.log_loss is not None:
-                self._restart_watermarks(batch)
-            batch = await self.gaps.fill(batch)
-            counts: dict[int, dict[str, list[int]]] = {}  # partition -> its counts record, as this batch leaves it
-            changed: set[int] = set()
-            last_of_partition: dict[int, Any] = {}
-            attributable: list[tuple[Any, PixelEvent | SearchLog]] = []
-            for event in batch:
-                message = event.message
-                try:
-                    record = await (self._handle_search(event) if message.topic == self.searches_topic
-                                    else self._handle(event, counts, changed))
-                    if record is not None:
-                        attributable.append((event, record))
-                    last_of_partition[message.partition] = event
-                except Exception as exc:  # a worker never dies on one message
-                    log.exception("pixel agent failed on %s[%d]@%d", message.topic, message.partition, message.offset)
-                    await self.dead.send(message, "internal_error", f"{type(exc).__name__}: {exc}")
-            # Write order matters (one changelog partition per source partition, in order): dedupe
-            # records and sessions first, counts last, so surviving counts imply what they depend on.
-            now_ms = int(time.time() * 1000)
-            self.dedupe.flush(last_of_partition, now_ms)
-            try:
-                await self.attribution.handle_batch(attributable)
-            except Exception:  # logged; the events stay counted and deduplicated
-                log.exception("attribution failed for a batch of %d records", len(attributable))
-            for partition in changed:
-                as_current(last_of_partition[partition])
-                self.state[f"{_COUNTS}{partition}"] = counts[partition]
-            self._since_purge += len(batch)
-            if self._since_purge >= _PURGE_EVERY:
-                self._since_purge = 0
-                self.dedupe.purge(now_ms, self.active_partitions(), last_of_partition)
-            self.gaps.save()  # last: the next offsets survive a crash only with what this batch wrote
-            self.gaps.ack()
+            async with self._turn:
+                await self._handle_batch(batch)
             yield None
+
+    async def _tail(self) -> None:
+        """Records at the end of a quiet partition that never reached the stream (streams.gapfill)."""
+        async with self._turn:
+            events = await self.gaps.tail()
+            if events:
+                await self._handle_batch(events)
+
+    async def _handle_batch(self, batch: list[Any]) -> None:
+        if self.forget is not None:
+            await self.forget.ready()
+        metrics.EVENTS.labels(self.AGENT).inc(len(batch))
+        if self.log_loss is not None:
+            self._restart_watermarks(batch)
+        batch = await self.gaps.fill(batch)
+        counts: dict[int, dict[str, list[int]]] = {}  # partition -> its counts record, as this batch leaves it
+        changed: set[int] = set()
+        last_of_partition: dict[int, Any] = {}
+        attributable: list[tuple[Any, PixelEvent | SearchLog]] = []
+        for event in batch:
+            message = event.message
+            try:
+                record = await (self._handle_search(event) if message.topic == self.searches_topic
+                                else self._handle(event, counts, changed))
+                if record is not None:
+                    attributable.append((event, record))
+                last_of_partition[message.partition] = event
+            except Exception as exc:  # a worker never dies on one message
+                log.exception("pixel agent failed on %s[%d]@%d", message.topic, message.partition, message.offset)
+                await self.dead.send(message, "internal_error", f"{type(exc).__name__}: {exc}")
+        # Write order matters (one changelog partition per source partition, in order): dedupe
+        # records and sessions first, counts last, so surviving counts imply what they depend on.
+        now_ms = int(time.time() * 1000)
+        self.dedupe.flush(last_of_partition, now_ms)
+        try:
+            await self.attribution.handle_batch(attributable)
+        except Exception:  # logged; the events stay counted and deduplicated
+            log.exception("attribution failed for a batch of %d records", len(attributable))
+        for partition in changed:
+            as_current(last_of_partition[partition])
+            self.state[f"{_COUNTS}{partition}"] = counts[partition]
+        self._since_purge += len(batch)
+        if self._since_purge >= _PURGE_EVERY:
+            self._since_purge = 0
+            self.dedupe.purge(now_ms, self.active_partitions(), last_of_partition)
+        self.gaps.save()  # last: the next offsets survive a crash only with what this batch wrote
+        self.gaps.ack()
 
     def _restart_watermarks(self, batch: list[Any]) -> None:
         """The broker lost a partition's log (streams.logloss): its offsets start again, so must its counts'."""

@@ -12,11 +12,12 @@ import uuid
 from typing import Any
 
 import faust
+import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
 from faust.types import TP, ConsumerMessage
 
-from streams import faust_compat
+from streams import faust_compat, gapfill
 from streams.gapfill import GapFill
 from streams.kafka import create_missing, producer, read_range
 
@@ -54,7 +55,7 @@ def test_a_skipped_range_is_read_from_the_broker_in_order_and_acknowledged(broke
     app.topics.acks_enabled_for = lambda name: True  # type: ignore[method-assign]  # a plain stream topic
     app.flow_control.resume()
     table = _Table()
-    gaps = GapFill(app, table, "test agent", broker.bootstrap)
+    gaps = GapFill(app, table, "test agent", broker.bootstrap, [topic])
 
     async def batch(*offsets: int) -> list[tuple[int, bytes]]:
         events = await gaps.fill([_event(app, topic, o, f"v{o}".encode()) for o in offsets])
@@ -74,7 +75,7 @@ def test_a_skipped_range_is_read_from_the_broker_in_order_and_acknowledged(broke
         assert await batch(3) == [(3, b"v3")]
         assert table["next|0"] == {topic: 7}
         # Another incarnation, its table recovered: it goes on from the next offset the table kept.
-        again = GapFill(app, table, "test agent", broker.bootstrap)
+        again = GapFill(app, table, "test agent", broker.bootstrap, [topic])
         assert [e.message.offset for e in await again.fill([_event(app, topic, 9, b"v9")])] == [7, 8, 9]
 
     asyncio.run(go())
@@ -84,7 +85,7 @@ def test_after_a_recovery_the_table_decides(broker: Any) -> None:
     topic = _setup(broker.bootstrap, 6)
     app = faust.App(f"gapfill-{uuid.uuid4().hex[:6]}", broker=f"kafka://{broker.bootstrap}")
     table = _Table()
-    gaps = GapFill(app, table, "test agent", broker.bootstrap)
+    gaps = GapFill(app, table, "test agent", broker.bootstrap, [topic])
 
     async def go() -> None:
         await gaps.fill([_event(app, topic, 0, b"v0")])
@@ -100,3 +101,30 @@ def test_read_range_stops_at_the_end_offset(broker: Any) -> None:
     topic = _setup(broker.bootstrap, 5)
     records = asyncio.run(read_range(broker.bootstrap, TopicPartition(topic, 0), 1, 4))
     assert [(r.offset, r.value) for r in records] == [(1, b"v1"), (2, b"v2"), (3, b"v3")]
+
+
+def test_records_at_the_end_of_a_quiet_partition_are_read_too(broker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No later record shows the jump: the tail check compares the consumer's commit with the next offset
+    expected. The consumer's assignment stands in for a started worker's."""
+    topic = _setup(broker.bootstrap, 8)
+    app = faust.App(f"gapfill-{uuid.uuid4().hex[:6]}", broker=f"kafka://{broker.bootstrap}")
+    app.flow_control.resume()
+    monkeypatch.setattr(app.consumer, "assignment", lambda: {TP(topic, 0), TP("someone-elses", 0)})
+    gaps = GapFill(app, _Table(), "test agent", broker.bootstrap, [topic])
+
+    async def go() -> None:
+        await gaps.fill([_event(app, topic, o, f"v{o}".encode()) for o in (0, 1, 2)])
+        gaps.save()
+        app.consumer._committed_offset[TP(topic, 0)] = 8  # Faust acknowledged 3-7 unprocessed and committed
+        assert await gaps.tail() == []  # handed a record just now: the stream may still bring the rest
+        monkeypatch.setattr(gapfill, "TAIL_IDLE_S", 0.0)
+        events = await gaps.tail()
+        assert [(e.message.offset, e.message.value) for e in events] == [(o, f"v{o}".encode()) for o in range(3, 8)]
+        assert gaps.stats.tails == 1
+        assert [e.message.offset for e in await gaps.fill(events)] == list(range(3, 8))  # as the agent does
+        gaps.save()
+        assert await gaps.tail() == []  # nothing past the commit now
+        app.consumer._committed_offset[TP(topic, 0)] = 6
+        assert await gaps.tail() == []  # a commit behind: the stream hands those over again
+
+    asyncio.run(go())

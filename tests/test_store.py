@@ -320,7 +320,7 @@ def test_the_catalogue_agent_builds_the_index_once_the_catalogue_is_quiet(tmp_pa
     settings = Settings(tenants=(TENANT,), store=StoreSettings(optimize_idle_s=0.3, optimize_min_points=1000))
     app = faust.App("index-builder-test", broker="kafka://127.0.0.1:1")
     pipeline = CataloguePipeline(app, settings, "127.0.0.1:1", lambda: indexer)
-    assert [t.__name__ for t in app._app_tasks] == ["build_index_when_quiet"]  # started with the worker
+    assert "build_index_when_quiet" in [t.__name__ for t in app._app_tasks]  # started with the worker
     pipeline._indexer = indexer  # as after the first catalogue batch
 
     def written(vectors: np.ndarray) -> None:  # what a catalogue batch does (see CataloguePipeline._apply)
