@@ -618,6 +618,10 @@ def _install_changelog_check() -> None:
 
 #: Seconds between looks at a producer buffer that is still sending (while a commit waits for it).
 _FLUSH_POLL_S = 0.1
+#: Seconds a commit waits for the table writes before it: a broker that takes longer must not hold a
+#: rebalance (a commit runs when partitions are revoked); the agents read again what a crash would
+#: then lose (streams.gapfill).
+FLUSH_WAIT_MAX_S = 10.0
 
 
 def _install_full_flush() -> None:
@@ -631,7 +635,7 @@ def _install_full_flush() -> None:
     found offsets committed past records whose counts, sessions and dedupe entries were gone: all four
     ``pixel`` partitions ~380 records behind their commits in one run of 2026-12-07 evening (the agents
     read those again from the broker: streams.gapfill). Here ``flush`` waits until the buffer is empty and
-    nothing is being sent, for as long as the producer runs.
+    nothing is being sent, for up to :data:`FLUSH_WAIT_MAX_S` (then it says so, and the commit goes on).
     """
     buffer_cls = faust_producer.ProducerBuffer
     send_pending = buffer_cls._send_pending
@@ -644,7 +648,12 @@ def _install_full_flush() -> None:
             self.__dict__["_shoprank_sending"] -= 1
 
     async def full_flush(self: Any) -> None:
+        started = time.monotonic()
         while self.size or self.__dict__.get("_shoprank_sending", 0):
+            if time.monotonic() - started > FLUSH_WAIT_MAX_S:
+                log.warning("%d table write(s) still unsent after %.0f s; committing anyway (the agents read again "
+                            "from the broker what a crash now loses)", self.size, FLUSH_WAIT_MAX_S)
+                return
             if self.state != "running":
                 if self.size:
                     raise RuntimeError("Cannot flush: Producer not Running")  # as Faust's own flush
@@ -653,7 +662,7 @@ def _install_full_flush() -> None:
             try:
                 await asyncio.wait_for(self.message_sent.wait(), timeout=_FLUSH_POLL_S)
             except asyncio.TimeoutError:
-                continue  # still sending (the broker is slow or away): the commit keeps waiting
+                continue  # still sending (the broker is slow): the commit waits on
 
     buffer_cls._send_pending = counted_send_pending
     buffer_cls.flush = full_flush
