@@ -621,7 +621,7 @@ _FLUSH_POLL_S = 0.1
 #: Seconds a commit waits for the table writes before it: a broker that takes longer must not hold a
 #: rebalance (a commit runs when partitions are revoked); the agents read again what a crash would
 #: then lose (streams.gapfill).
-FLUSH_WAIT_MAX_S = 10.0
+FLUSH_WAIT_MAX_S = 2.0
 
 
 def _install_full_flush() -> None:
