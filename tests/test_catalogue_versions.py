@@ -67,8 +67,12 @@ def test_only_deletes_are_recorded_and_they_survive_a_new_table_directory(
                 read_topic(broker.bootstrap, changelog(prefix), idle_timeout_s=1)]
 
     written = asyncio.run(records())
-    # The delete and the version recorded before; no upsert wrote a record.
-    assert sorted(written) == [(orjson.dumps("demo:p11"), T0 + 30), (orjson.dumps("demo:p6"), T0 + 20)], written
+    # Besides the next offset each batch expects per partition (streams.gapfill, one record per batch)...
+    nexts = [(key, value) for key, value in written if key is not None and orjson.loads(key).startswith("next|")]
+    assert nexts and all(isinstance(value, dict) for _, value in nexts), written
+    # ...the delete and the version recorded before; no upsert wrote a record.
+    versions = [record for record in written if record not in nexts]
+    assert sorted(versions) == [(orjson.dumps("demo:p11"), T0 + 30), (orjson.dumps("demo:p6"), T0 + 20)], written
 
     # A new table directory: the versions come from the changelog alone (the store keeps its products).
     second = start(broker, prefix, model_dir, tmp_path, "data-2")
