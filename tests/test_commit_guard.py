@@ -425,3 +425,40 @@ def test_the_flush_before_a_commit_waits_for_every_table_write(wait_max_s: float
             await buffer.stop()
 
     asyncio.run(go())
+
+
+def test_the_flush_before_a_commit_does_not_wait_for_writes_made_after_it() -> None:
+    """Under steady writes the buffer is never empty: the commit waits only for the writes before it."""
+    sent: list[int] = []
+
+    class _Channel:
+        async def publish_message(self, fut: Any, wait: bool = False) -> None:
+            await asyncio.sleep(0.05)
+            sent.append(fut.n)
+
+    class _Write:
+        def __init__(self, n: int) -> None:
+            self.n = n
+            self.message = type("Pending", (), {"channel": _Channel()})()
+
+    async def go() -> None:
+        app = faust.App("flush-steady-test", broker="kafka://127.0.0.1:1")
+        buffer = app.producer.buffer
+        await buffer.start()
+        try:
+            for n in range(3):
+                buffer.put(_Write(n))
+            flushing = asyncio.ensure_future(buffer.flush())
+            n = 3
+            while not flushing.done():
+                buffer.put(_Write(n))  # faster than they are sent: the buffer only grows
+                n += 1
+                await asyncio.sleep(0.01)
+            assert sent[:3] == [0, 1, 2] and len(sent) <= 5, (sent, n)  # not one of the later ones it need not wait for
+            while buffer.size:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.1)
+        finally:
+            await buffer.stop()
+
+    asyncio.run(go())

@@ -473,8 +473,12 @@ def test_a_topic_deleted_under_the_worker_is_read_again_once_it_is_back(
                  explain=lambda: env.last_ready)
         group = wait_for("the worker joined its group again, with the pixel topic", lambda: (
             g := worker.get("/v1/stats/broker")["group"])["assignment"].get(pixel) == [0, 1, 2, 3] and g, 30)
-        assert group["rejoins"] >= 2 and "past the end" in group["reasons"][0], group
-        assert pixel in group["reasons"][-1] and "missing at its last group join" in group["reasons"][-1], group
+        assert group["rejoins"] >= 1 and "past the end" in group["reasons"][0], group
+        if group["rejoins"] >= 2:
+            assert pixel in group["reasons"][-1] and "missing at its last group join" in group["reasons"][-1], group
+        # else aiokafka rejoined by itself: its fetcher asked for metadata while the topic was back, before the
+        # next check here (CI, 2026-12-07: pixel assigned 0.2 s after the topic guard created it). Either way
+        # the worker holds the topic again, and its new log is read below.
         # The loss was reported: nothing had been left unprocessed in the deleted log.
         report = worker.get("/v1/stats/broker")
         assert {r["topic"] for r in report["log_resets"]} >= {pixel} and report["lost_records"][pixel] == 0, report
