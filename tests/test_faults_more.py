@@ -317,9 +317,8 @@ class _Restartable:
 
     def restart_broker(self) -> None:
         """Stop the broker (its log is in memory: gone) and start an empty one on the same port."""
-        from streams.supervise import http_json
-
         from streams.kafka import describe_topics
+        from streams.supervise import http_json
 
         assert self.broker is not None
         # Every topic of this worker (ours and Faust's changelogs), to be there again after the restart.
