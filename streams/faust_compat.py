@@ -600,10 +600,16 @@ def _install_changelog_check() -> None:
 
     async def checked_build_offsets(self: Any, consumer: Any, tps: Any, destination: Any, title: str) -> None:
         await build_offsets(self, consumer, tps, destination, title)
+        unclean: dict[Any, Any] = {}  # tp -> its RocksStore, left open by a process that crashed
+        for tp in tps:
+            store = getattr(self.tables._changelogs.get(tp.topic), "data", None)
+            if tp.partition in getattr(store, "unclean", ()):
+                unclean[tp] = store
         persisted = [tp for tp in tps if destination.get(tp) is not None and destination[tp] >= 0]
-        if not persisted:
+        if not persisted and not unclean:
             return
-        ends = await consumer.highwaters(*persisted)
+        ends = await consumer.highwaters(*persisted) if persisted else {}
+        went_back: set[Any] = set()
         for tp in persisted:
             end = ends.get(tp)
             if end is None or destination[tp] <= end - 1:
@@ -613,8 +619,32 @@ def _install_changelog_check() -> None:
             if _log_loss is not None:
                 _log_loss.changelog_went_back(tp, destination[tp], end)
             destination[tp] = -1
+            went_back.add(tp)
+        if unclean:
+            await _rebuild_unclean(consumer, unclean, destination, went_back)
 
     recovery_cls._build_offsets = checked_build_offsets
+
+
+async def _rebuild_unclean(consumer: Any, unclean: dict[Any, Any], destination: Any, went_back: set[Any]) -> None:
+    """Table partitions on disk that a crashed process left open (streams.table_store.RocksStore.rebuild)
+    are emptied and read again from their changelog's start, unless that changelog lost what the database
+    holds (the broker lost its log): the database is then the newest state there is, and stays."""
+    earliest = await consumer.earliest_offsets(*unclean)
+    for tp, store in unclean.items():
+        if tp in went_back:
+            store.unclean.discard(tp.partition)
+            log.warning("table %s[%d] on disk was left open by a process that crashed, and its changelog lost "
+                        "what it holds: keeping it as it is", tp.topic, tp.partition)
+            continue
+        removed = store.rebuild(tp.partition)
+        if _log_loss is not None:
+            _log_loss.tables_rebuilt[f"{tp.topic}[{tp.partition}]"] = removed
+        start = earliest.get(tp)
+        destination[tp] = start - 1 if start is not None else -1
+        log.warning("table %s[%d] on disk was left open by a process that crashed, so it may hold writes its "
+                    "changelog lacks: emptied (%d keys), reading the changelog from offset %d", tp.topic,
+                    tp.partition, removed, destination[tp] + 1)
 
 
 #: Seconds a commit waits for the table writes before it: a broker that takes longer must not hold a

@@ -82,6 +82,9 @@ class LogLossWatch:
         #: Assigned partitions whose read position is past the end of the broker's log of them: a log lost
         #: without a group join since (a topic deleted and created again), found when a commit was held back.
         self.past_end: set[Any] = set()
+        #: Table partitions on disk that a crashed process left open, emptied and read again from their
+        #: changelog's start (streams.table_store.RocksStore.rebuild): "topic[partition]" -> keys removed.
+        self.tables_rebuilt: dict[str, int] = {}
 
     # -- fed by the consumer (streams.faust_compat) -----------------------------------------------
 
@@ -204,4 +207,5 @@ class LogLossWatch:
             for tp, offset in per_tp.items():
                 topic = seen.setdefault(tp.topic, {"end_seen": 0, "processed": 0})
                 topic[name] += offset
-        return {"lost_records": dict(self.lost), "log_resets": [asdict(r) for r in self.resets], "topics": seen}
+        return {"lost_records": dict(self.lost), "log_resets": [asdict(r) for r in self.resets], "topics": seen,
+                "tables_rebuilt_after_crash": dict(self.tables_rebuilt)}
