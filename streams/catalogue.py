@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +17,7 @@ from schemas.topics import TOPICS
 from streams import metrics
 from streams.batching import active_partitions, as_current, in_thread
 from streams.deadletters import DeadLetterSink
-from streams.gapfill import TAIL_CHECK_S, GapFill
+from streams.gapfill import GapFill
 from streams.lazy_changelog import changelog_schema
 from streams.malloc_arenas import trim_free_memory
 from streams.settings import Settings
@@ -86,7 +84,6 @@ class CataloguePipeline:
                                   options=table_options(settings.worker.store), schema=changelog_schema())
         self.dead = DeadLetterSink(app, settings, self.AGENT)
         self.gaps = GapFill(app, self.versions, "catalogue agent", bootstrap, [settings.topic("catalogue")])
-        self._turn = asyncio.Lock()  # a stream batch and the tail check's never interleave
         self.stats = CatalogueStats()
         self._indexer_factory = indexer_factory
         self._indexer: CatalogueIndexer | None = None
@@ -94,8 +91,7 @@ class CataloguePipeline:
         self.topic_name = settings.topic("catalogue")
         #: A store of this process alone (Qdrant Edge) holds only the products of the partitions it indexes.
         self.own_store = settings.store.kind == "edge" or settings.store.url == ":memory:"
-        app.agent(self.topic, name=self.AGENT)(self._process)
-        app.timer(TAIL_CHECK_S, name="catalogue-tail")(self._tail)
+        self.gaps.serve(self.topic, self.AGENT, self._handle, batch_max=_BATCH_MAX, within_s=_BATCH_WITHIN_S)
 
         @app.on_partitions_assigned.connect
         async def warn_if_partial(app: faust.App, assigned: Any, **_: Any) -> None:
@@ -133,22 +129,14 @@ class CataloguePipeline:
             self._indexer = self._indexer_factory()
         return self._indexer
 
-    async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
-        async for batch in stream.take_events(_BATCH_MAX, within=_BATCH_WITHIN_S):
-            async with self._turn:
-                await self._handle(batch)
-            yield None
-
-    async def _tail(self) -> None:
-        """Updates at the end of a quiet partition that never reached the stream (streams.gapfill)."""
-        async with self._turn:
-            events = await self.gaps.tail()
-            if events:
-                await self._handle(events)
-
     async def _handle(self, batch: list[Any]) -> None:
         metrics.EVENTS.labels(self.AGENT).inc(len(batch))
-        batch = await self.gaps.fill(batch)
+        await self._index(await self.gaps.fill(batch))
+        # The batch's records are in the store or dead-lettered: their next offsets go last (streams.gapfill).
+        self.gaps.save()
+        self.gaps.ack()
+
+    async def _index(self, batch: list[Any]) -> None:
         updates: list[CatalogueUpdate] = []
         #: ``tenant:product_id`` → the batch's last event carrying an update of it
         events: dict[str, Any] = {}
@@ -165,7 +153,6 @@ class CataloguePipeline:
             updates.append(u)
             events[f"{u.tenant}:{u.product_id}"] = event
         if not updates:
-            self._done()
             return
         # The indexer runs in a thread on a plain dict; the deletes it took are written back here, on
         # the loop, naming each key's own event so the write lands in its partition's changelog.
@@ -177,7 +164,6 @@ class CataloguePipeline:
             log.exception("catalogue batch of %d failed", len(updates))
             for event in batch:
                 await self.dead.send(event.message, "internal_error", f"{type(exc).__name__}: {exc}")
-            self._done()
             return
         for key, version in versions.items():
             if version is not None and version != known.get(key):
@@ -194,12 +180,6 @@ class CataloguePipeline:
         newest = max((e.message.timestamp for e in batch if e.message.timestamp), default=None)
         if newest:
             s.last_freshness_ms = round((time.time() - newest) * 1000, 1)
-        self._done()
-
-    def _done(self) -> None:
-        """A batch's records are in the store or dead-lettered: their next offsets go last (streams.gapfill)."""
-        self.gaps.save()
-        self.gaps.ack()
 
     async def build_index_when_quiet(self) -> None:
         """Build the vector index of collections that took enough new vectors (the store counts them, a

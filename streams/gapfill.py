@@ -26,9 +26,10 @@ here ahead of them, the agent's watermarks would take them, once handed over, fo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,8 +69,9 @@ class GapFill:
     """Per topic partition, the next offset an agent expects; a jump past it is read from the broker.
 
     ``table`` is the agent's own table, whose changelog partition is the source partition (the write
-    lands in the same ordered changelog as the agent's other state). Use: ``batch = await
-    fill(batch)`` first, process, then :meth:`save` as the batch's last table write, then :meth:`ack`.
+    lands in the same ordered changelog as the agent's other state). Use: :meth:`serve` registers the
+    agent; its handler calls ``batch = await fill(batch)`` first, processes, then :meth:`save` as the
+    batch's last table write, then :meth:`ack`.
     """
 
     PREFIX = "next|"
@@ -86,6 +88,28 @@ class GapFill:
         self._filled: list[Any] = []  # this batch's records read here, to acknowledge after :meth:`save`
         self._handed_at: dict[tuple[str, int], float] = {}  # when a record of the partition was last handed over
         table.on_recover(self.forget)
+
+    def serve(self, topic: Any, name: str, handle: Callable[[list[Any]], Awaitable[None]], *, batch_max: int,
+              within_s: float) -> None:
+        """Register the agent ``name`` on ``topic``: batches of up to ``batch_max`` events (what came within
+        ``within_s``) go to ``handle``, and so, every :data:`TAIL_CHECK_S`, do the records :meth:`tail`
+        reads (timer ``<name>-tail``). Never both at once: both move the next offsets and the table."""
+        turn = asyncio.Lock()
+
+        async def process(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
+            async for batch in stream.take_events(batch_max, within=within_s):
+                async with turn:
+                    await handle(batch)
+                yield None
+
+        async def check_tail() -> None:
+            async with turn:
+                events = await self.tail()
+                if events:
+                    await handle(events)
+
+        self.app.agent(topic, name=name)(process)
+        self.app.timer(TAIL_CHECK_S, name=f"{name}-tail")(check_tail)
 
     async def forget(self) -> None:
         """After a recovery the table holds the truth (another worker may have read on): read it again."""

@@ -11,10 +11,9 @@ once per key per batch.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, get_args
 
@@ -27,7 +26,7 @@ from streams import analytics
 from streams.batching import active_partitions, as_current, standby_partitions
 from streams.deadletters import DeadLetterSink, salvaged_tenant
 from streams.dedupe import BatchedDedupe
-from streams.gapfill import TAIL_CHECK_S, GapFill
+from streams.gapfill import GapFill
 from streams.lazy_changelog import changelog_schema
 from streams.logloss import LogLossWatch
 from streams.settings import Settings
@@ -78,22 +77,7 @@ class LearningPipeline:
         self._learner = learner
         self._since_purge = 0
         self.gaps = GapFill(app, self.state, "learning agent", bootstrap, [self.topic_name])
-        self._turn = asyncio.Lock()  # a stream batch and the tail check's never interleave
-        app.agent(self.topic, name=self.AGENT)(self._process)
-        app.timer(TAIL_CHECK_S, name="learning-tail")(self._tail)
-
-    async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
-        async for batch in stream.take_events(_BATCH_MAX, within=_BATCH_WITHIN_S):
-            async with self._turn:
-                await self._handle(batch)
-            yield None
-
-    async def _tail(self) -> None:
-        """Records at the end of a quiet partition that never reached the stream (streams.gapfill)."""
-        async with self._turn:
-            events = await self.gaps.tail()
-            if events:
-                await self._handle(events)
+        self.gaps.serve(self.topic, self.AGENT, self._handle, batch_max=_BATCH_MAX, within_s=_BATCH_WITHIN_S)
 
     async def _handle(self, batch: list[Any]) -> None:
         fresh: list[AttributedInteraction] = []

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +16,7 @@ from streams.attribution_stage import AttributionStage
 from streams.batching import active_partitions, as_current
 from streams.deadletters import DeadLetterSink, salvaged_tenant
 from streams.dedupe import BatchedDedupe
-from streams.gapfill import TAIL_CHECK_S, GapFill
+from streams.gapfill import GapFill
 from streams.lazy_changelog import changelog_schema
 from streams.logloss import LogLossWatch
 from streams.privacy import ForgetList
@@ -117,25 +115,10 @@ class PixelPipeline:
         self._legacy: dict[int, dict[str, list[int]]] = {}
         self.state.on_recover(self._forget_legacy)
         self.gaps = GapFill(app, self.state, "pixel agent", bootstrap, [self.pixel_topic, self.searches_topic])
-        self._turn = asyncio.Lock()  # a stream batch and the tail check's never interleave
-        app.agent(self.topic, name=self.AGENT)(self._process)
-        app.timer(TAIL_CHECK_S, name="pixel-tail")(self._tail)
-
-    async def _process(self, stream: faust.StreamT[Any]) -> AsyncIterator[None]:
         # Batches: a count key is then written once per batch rather than once per event, which
         # halves the changelog traffic that bounds this agent's throughput. Offsets of a batch are
         # acknowledged only after the whole batch has been handled (at-least-once).
-        async for batch in stream.take_events(_BATCH_MAX, within=_BATCH_WITHIN_S):
-            async with self._turn:
-                await self._handle_batch(batch)
-            yield None
-
-    async def _tail(self) -> None:
-        """Records at the end of a quiet partition that never reached the stream (streams.gapfill)."""
-        async with self._turn:
-            events = await self.gaps.tail()
-            if events:
-                await self._handle_batch(events)
+        self.gaps.serve(self.topic, self.AGENT, self._handle_batch, batch_max=_BATCH_MAX, within_s=_BATCH_WITHIN_S)
 
     async def _handle_batch(self, batch: list[Any]) -> None:
         if self.forget is not None:
