@@ -111,7 +111,7 @@ def create_app(settings: Settings, bootstrap: str) -> ShoprankApp:
         resources=resources,
         log_loss=log_loss,
         pixel=PixelPipeline(app, settings, bootstrap, forget, log_loss),
-        catalogue=CataloguePipeline(app, settings, bootstrap, lambda: resources.indexer),
+        catalogue=CataloguePipeline(app, settings, bootstrap, lambda: resources.indexer, log_loss),
         search=SearchPipeline(app, settings, lambda: resources.searcher, bootstrap),
         learning=learning,
         rules=rules,

@@ -19,6 +19,7 @@ from streams.batching import active_partitions, as_current, in_thread
 from streams.deadletters import DeadLetterSink
 from streams.gapfill import GapFill
 from streams.lazy_changelog import changelog_schema
+from streams.logloss import LogLossWatch
 from streams.malloc_arenas import trim_free_memory
 from streams.settings import Settings
 from streams.table_store import table_options
@@ -70,7 +71,9 @@ class CatalogueStats:
 class CataloguePipeline:
     AGENT = "catalogue-index"
 
-    def __init__(self, app: faust.App, settings: Settings, bootstrap: str, indexer_factory: Any) -> None:
+    def __init__(self, app: faust.App, settings: Settings, bootstrap: str, indexer_factory: Any,
+                 log_loss: LogLossWatch | None = None) -> None:
+        self.log_loss = log_loss
         self.tenants = frozenset(settings.tenants)
         self.topic = app.topic(
             settings.topic("catalogue"), key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
@@ -131,6 +134,11 @@ class CataloguePipeline:
 
     async def _handle(self, batch: list[Any]) -> None:
         metrics.EVENTS.labels(self.AGENT).inc(len(batch))
+        if self.log_loss is not None:
+            # The broker lost the catalogue log (streams.logloss): its offsets start again, and so do the next
+            # ones expected here (the products' versions, not offsets, keep the index right either way).
+            for partition in self.log_loss.take(self.topic_name, {event.message.partition for event in batch}):
+                self.gaps.restart(partition)
         await self._index(await self.gaps.fill(batch))
         # The batch's records are in the store or dead-lettered: their next offsets go last (streams.gapfill).
         self.gaps.save()

@@ -128,3 +128,28 @@ def test_records_at_the_end_of_a_quiet_partition_are_read_too(broker: Any, monke
         assert await gaps.tail() == []  # a commit behind: the stream hands those over again
 
     asyncio.run(go())
+
+
+def test_the_catalogue_agent_expects_offsets_from_the_start_again_once_the_broker_lost_its_log() -> None:
+    """The catalogue log lost (streams.logloss): its new offsets start below the next offset the agent
+    kept, and no jump past it would be seen until they passed it again."""
+    from streams.catalogue import CataloguePipeline
+    from streams.logloss import LogLossWatch
+    from streams.settings import Settings
+
+    settings = Settings(tenants=("demo",))
+    app = faust.App(f"catalogue-loss-{uuid.uuid4().hex[:6]}", broker="kafka://127.0.0.1:1")
+    log_loss = LogLossWatch()
+    pipeline = CataloguePipeline(app, settings, "127.0.0.1:1", lambda: None, log_loss)
+    topic = settings.topic("catalogue")
+    handled: list[int] = []
+
+    async def index(batch: list[Any]) -> None:  # the indexing itself is not what this test is about
+        handled.extend(event.message.offset for event in batch)
+
+    pipeline._index = index  # type: ignore[method-assign]
+    pipeline.gaps._next = {0: {topic: 900}}  # noqa: SLF001 - the old log's next offset
+    log_loss._pending[topic] = {0}  # noqa: SLF001 - as LogLossWatch records a reset it found at an assignment
+    asyncio.run(pipeline._handle([_event(app, topic, 3, b"{}")]))
+    assert pipeline.gaps._next[0] == {topic: 4}  # noqa: SLF001 - from the new log's offsets on
+    assert handled == [3] and log_loss.take(topic, {0}) == set()  # the reset was taken once
