@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import faust
@@ -387,6 +390,35 @@ def test_a_commit_never_goes_past_the_log_end_the_broker_served(broker) -> None:
                    "not_fetched_yet": {}}, got
 
 
+def _slow_writes(send_s: float) -> tuple[list[int], Callable[[int], Any]]:
+    """Producer-buffer entries whose send takes ``send_s`` (the broker replaced), and the list of the
+    numbers of those sent, in order."""
+    sent: list[int] = []
+
+    class _Channel:
+        async def publish_message(self, fut: Any, wait: bool = False) -> None:
+            await asyncio.sleep(send_s)
+            sent.append(fut.n)
+
+    channel = _Channel()
+
+    def write(n: int) -> Any:
+        return SimpleNamespace(n=n, message=SimpleNamespace(channel=channel))
+
+    return sent, write
+
+
+@asynccontextmanager
+async def _producer_buffer(name: str) -> AsyncIterator[Any]:
+    """A started Faust producer buffer (no broker: its sends are the entries' own), stopped after."""
+    buffer = faust.App(name, broker="kafka://127.0.0.1:1").producer.buffer
+    await buffer.start()
+    try:
+        yield buffer
+    finally:
+        await buffer.stop()
+
+
 @pytest.mark.parametrize("wait_max_s", [None, 0.3])
 def test_the_flush_before_a_commit_waits_for_every_table_write(wait_max_s: float | None,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
@@ -396,69 +428,39 @@ def test_the_flush_before_a_commit_waits_for_every_table_write(wait_max_s: float
     broker that slow must not hold a rebalance's commit."""
     if wait_max_s is not None:
         monkeypatch.setattr(faust_compat, "FLUSH_WAIT_MAX_S", wait_max_s)
-    sent: list[int] = []
-
-    class _SlowChannel:
-        async def publish_message(self, fut: Any, wait: bool = False) -> None:
-            await asyncio.sleep(0.25)
-            sent.append(fut.n)
-
-    class _Write:
-        def __init__(self, n: int) -> None:
-            self.n = n
-            self.message = type("Pending", (), {"channel": _SlowChannel()})()
+    sent, write = _slow_writes(0.25)
 
     async def go() -> None:
-        app = faust.App("flush-test", broker="kafka://127.0.0.1:1")
-        buffer = app.producer.buffer
-        await buffer.start()
-        try:
+        async with _producer_buffer("flush-test") as buffer:
             for n in range(3):
-                buffer.put(_Write(n))
+                buffer.put(write(n))
             await buffer.flush()
             if wait_max_s is None:
                 assert sent == [0, 1, 2]  # all of them, the one being sent when flush began included
             else:
                 assert 1 <= len(sent) < 3  # it waited past Faust's 0.1 s, and gave up at the limit
                 await asyncio.sleep(0.6)  # the rest go out before the buffer stops (its stop flushes too)
-        finally:
-            await buffer.stop()
 
     asyncio.run(go())
 
 
 def test_the_flush_before_a_commit_does_not_wait_for_writes_made_after_it() -> None:
     """Under steady writes the buffer is never empty: the commit waits only for the writes before it."""
-    sent: list[int] = []
-
-    class _Channel:
-        async def publish_message(self, fut: Any, wait: bool = False) -> None:
-            await asyncio.sleep(0.05)
-            sent.append(fut.n)
-
-    class _Write:
-        def __init__(self, n: int) -> None:
-            self.n = n
-            self.message = type("Pending", (), {"channel": _Channel()})()
+    sent, write = _slow_writes(0.05)
 
     async def go() -> None:
-        app = faust.App("flush-steady-test", broker="kafka://127.0.0.1:1")
-        buffer = app.producer.buffer
-        await buffer.start()
-        try:
+        async with _producer_buffer("flush-steady-test") as buffer:
             for n in range(3):
-                buffer.put(_Write(n))
+                buffer.put(write(n))
             flushing = asyncio.ensure_future(buffer.flush())
             n = 3
             while not flushing.done():
-                buffer.put(_Write(n))  # faster than they are sent: the buffer only grows
+                buffer.put(write(n))  # faster than they are sent: the buffer only grows
                 n += 1
                 await asyncio.sleep(0.01)
             assert sent[:3] == [0, 1, 2] and len(sent) <= 5, (sent, n)  # not one of the later ones it need not wait for
             while buffer.size:
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.1)
-        finally:
-            await buffer.stop()
 
     asyncio.run(go())
