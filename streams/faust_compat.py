@@ -633,7 +633,7 @@ async def _rebuild_unclean(consumer: Any, unclean: dict[Any, Any], destination: 
     earliest = await consumer.earliest_offsets(*unclean)
     for tp, store in unclean.items():
         if tp in went_back:
-            store.unclean.discard(tp.partition)
+            store.keep(tp.partition)
             log.warning("table %s[%d] on disk was left open by a process that crashed, and its changelog lost "
                         "what it holds: keeping it as it is", tp.topic, tp.partition)
             continue

@@ -267,6 +267,11 @@ class RocksStore(faust_rocksdb.Store):
         self._moved()
         return removed
 
+    def keep(self, partition: int) -> None:
+        """Keep the partition's database as a crashed process left it: its changelog lost what it holds (the
+        broker lost its log), so it is the newest state there is."""
+        self.unclean.discard(partition)
+
     def revoke_partitions(self, table: Any, tps: Any) -> None:
         for tp in tps:
             if tp.topic in table.changelog_topic.topics and tp.partition in self._dbs:
