@@ -92,6 +92,8 @@ GROUP_STATUS = Enum(
     "shoprank_consumer_group_status", "The worker's consumer group judged by Burrow's rules",
     ["group"], states=["NOTFOUND", "OK", "WARN", "ERR"], registry=REGISTRY,
 )
+EVENT_LOOP = Gauge("shoprank_event_loop_info", "The worker's event loop (value 1), by kind: asyncio or uvloop",
+                   ["loop"], registry=REGISTRY)
 INDEX_POINTS = Gauge("shoprank_index_points", "Products in each tenant's index", ["tenant"], registry=REGISTRY)
 GC_FROZEN = Gauge("shoprank_gc_frozen_objects", "Objects frozen out of full garbage collections (streams.gc_freeze)",
                   registry=REGISTRY)

@@ -10,7 +10,7 @@ from typing import IO
 
 import faust
 
-from streams import autocreate, repeated_logs
+from streams import autocreate, metrics, repeated_logs
 from streams.app import create_app
 from streams.broker import resolve_bootstrap
 from streams.exceptions import UserInputError
@@ -36,6 +36,15 @@ def _hold_data_dir(path: Path) -> IO[bytes]:
     return handle
 
 
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """A new event loop of ``kind``: ``asyncio`` (the standard library's) or ``uvloop`` (libuv's)."""
+    if kind == "uvloop":
+        import uvloop  # only a worker that asks for it needs it installed
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 def run_worker(settings: Settings) -> int:
     """Start (or reuse) the broker, create missing topics, then serve until stopped. Returns an exit code."""
     manifest = settings.models.embedder_dir / "manifest.json"
@@ -48,8 +57,9 @@ def run_worker(settings: Settings) -> int:
     limit_malloc_arenas(settings.worker.malloc_arenas)  # before any thread of ours allocates
     bootstrap, broker = resolve_bootstrap(settings.kafka, start_embedded=True)
     try:
-        loop = asyncio.new_event_loop()
+        loop = new_event_loop(settings.worker.event_loop)
         asyncio.set_event_loop(loop)
+        metrics.EVENT_LOOP.labels(settings.worker.event_loop).set(1)
         # Topics first, from their specs; no client of this process may create one by asking about it
         # (streams.autocreate): the broker's defaults would break co-partitioning and compaction.
         autocreate.install()

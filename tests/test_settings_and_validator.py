@@ -103,3 +103,31 @@ def test_standby_replicas_reach_faust(tmp_path: Path, monkeypatch: pytest.Monkey
     assert shop.faust.conf.table_standby_replicas == 0
     assert create_app(load_settings(tenants=("demo",), worker={"data_dir": tmp_path / "b", "standby_replicas": 2}),
                       "127.0.0.1:1").faust.conf.table_standby_replicas == 2
+
+
+def test_the_worker_event_loop_is_the_one_its_setting_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    import uvloop
+
+    from streams.worker import new_event_loop
+
+    assert Settings().worker.event_loop == "uvloop"
+    monkeypatch.setenv("SHOPRANK_WORKER_EVENT_LOOP", "asyncio")
+    assert Settings().worker.event_loop == "asyncio"
+    monkeypatch.setenv("SHOPRANK_WORKER_EVENT_LOOP", "trio")
+    with pytest.raises(ValidationError, match="asyncio|uvloop"):
+        Settings()
+
+    async def answer() -> int:
+        await asyncio.sleep(0)
+        return 42
+
+    for kind, loop_type in (("uvloop", uvloop.Loop), ("asyncio", asyncio.BaseEventLoop)):
+        loop = new_event_loop(kind)
+        try:
+            assert isinstance(loop, loop_type)
+            assert (kind == "uvloop") == isinstance(loop, uvloop.Loop)
+            assert loop.run_until_complete(answer()) == 42
+        finally:
+            loop.close()
