@@ -154,12 +154,14 @@ class WorkerSettings(_Section):
         default=1, ge=0,
         description="SHOPRANK_WORKER_STANDBY_REPLICAS: standby copies of each table partition on other workers.",
     )
-    # The worker's agents are bound by the event loop's per-task and per-callback costs (Faust's
-    # producer path, many small futures), which libuv's loop runs faster: bench_learning's traffic
-    # through one worker, paired rounds on the same broker, 1,888/2,185/2,502 messages/s on asyncio's
-    # loop and 2,354/2,527/2,772 on uvloop's (2026-12-07).
+    # libuv's loop (uvloop) runs the learning loop's agents faster, but searches answered no faster
+    # and HTTP searches slower (2026-12-07/08, paired runs on one 2-core VM). bench_learning, one
+    # worker: 1,888/2,185/2,502 messages/s on asyncio, 2,354/2,527/2,772 on uvloop. bench_search at
+    # 100 searches/s, 10,000 products: POST /v1/search p50 11.0/10.4/9.2 ms on asyncio, 19.6/21.6/31.2
+    # on uvloop; over Kafka p99 131-347 ms on asyncio, 74-631 on uvloop. Searches are what shoppers wait
+    # for, so asyncio is the default; a worker that mostly takes in events may choose uvloop.
     event_loop: Literal["asyncio", "uvloop"] = Field(
-        default="uvloop",
+        default="asyncio",
         description="SHOPRANK_WORKER_EVENT_LOOP: the worker's event loop, asyncio or uvloop.",
     )
     # Long-lived objects are frozen as they settle, so that full garbage collections walk only young

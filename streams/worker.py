@@ -39,7 +39,7 @@ def _hold_data_dir(path: Path) -> IO[bytes]:
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     """A new event loop of ``kind``: ``asyncio`` (the standard library's) or ``uvloop`` (libuv's)."""
     if kind == "uvloop":
-        import uvloop  # only a worker that asks for it needs it installed
+        import uvloop  # imported only where chosen: the CLI's other commands never load it
 
         return uvloop.new_event_loop()
     return asyncio.new_event_loop()

@@ -112,9 +112,9 @@ def test_the_worker_event_loop_is_the_one_its_setting_names(monkeypatch: pytest.
 
     from streams.worker import new_event_loop
 
-    assert Settings().worker.event_loop == "uvloop"
-    monkeypatch.setenv("SHOPRANK_WORKER_EVENT_LOOP", "asyncio")
     assert Settings().worker.event_loop == "asyncio"
+    monkeypatch.setenv("SHOPRANK_WORKER_EVENT_LOOP", "uvloop")
+    assert Settings().worker.event_loop == "uvloop"
     monkeypatch.setenv("SHOPRANK_WORKER_EVENT_LOOP", "trio")
     with pytest.raises(ValidationError, match="asyncio|uvloop"):
         Settings()
