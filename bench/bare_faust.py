@@ -12,7 +12,7 @@ Same broker, same Faust version and settings as a shoprank worker, no tables, no
   the first message read to the Nth relayed message read back. What no pipeline with that second hop
   can beat on this broker and machine.
 
-The event loop is asyncio's unless the last argument says ``uvloop`` (as the worker's setting
+The event loop is asyncio's unless the fifth argument says ``uvloop`` (as the worker's setting
 ``SHOPRANK_WORKER_EVENT_LOOP``): compared with a worker, the baseline runs on the worker's loop.
 
 Usage: python bench/bare_faust.py BOOTSTRAP TOPIC[,TOPIC...] N [count|relay] [asyncio|uvloop]
@@ -25,11 +25,12 @@ import os
 import sys
 import time
 import uuid
-from typing import Any
+from typing import Any, cast, get_args
 
 import faust
 import orjson
 
+from streams.settings import EventLoop
 from streams.worker import new_event_loop
 
 #: As the shoprank worker's agents and producer (streams.pixel, streams.learning, streams.app).
@@ -48,6 +49,8 @@ def main() -> None:
     bootstrap, topic_name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     mode = sys.argv[4] if len(sys.argv) > 4 else "count"
     loop_kind = sys.argv[5] if len(sys.argv) > 5 else "asyncio"
+    if loop_kind not in get_args(EventLoop):
+        raise SystemExit(f"unknown event loop {loop_kind!r}: {' or '.join(get_args(EventLoop))}")
     app = faust.App(
         f"bare-{uuid.uuid4().hex[:8]}", broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
         consumer_auto_offset_reset="earliest", broker_rebalance_timeout=6, topic_replication_factor=1,
@@ -92,7 +95,7 @@ def main() -> None:
         raise SystemExit(f"unknown mode {mode!r}: count or relay")
 
     sys.argv = [sys.argv[0], "worker", "--loglevel", "warn"]
-    asyncio.set_event_loop(new_event_loop(loop_kind))
+    asyncio.set_event_loop(new_event_loop(cast(EventLoop, loop_kind)))
     app.main()
 
 

@@ -63,7 +63,7 @@ from schemas.topics import TOPICS  # noqa: E402
 from streams.broker import EmbeddedBroker  # noqa: E402
 from streams.kafka import ensure_topics, producer  # noqa: E402
 from streams.sample_sessions import SessionTraffic, session_traffic  # noqa: E402
-from streams.settings import Settings  # noqa: E402
+from streams.settings import EventLoop, Settings  # noqa: E402
 from streams.supervise import WorkerProcess, free_port  # noqa: E402
 
 BENCHMARK = "bench_learning"
@@ -107,13 +107,11 @@ async def _produce(bootstrap: str, prefix: str, traffic: SessionTraffic) -> None
         await asyncio.gather(*sent)
 
 
-def _bare_faust(bootstrap: str, prefix: str, n: int, mode: str = "count", relayed: int = 0) -> float:
+def _bare_faust(bootstrap: str, prefix: str, n: int, loop: EventLoop, mode: str = "count", relayed: int = 0) -> float:
     """Messages/s of the bare Faust baseline (``count``: all ``n`` read; ``relay``: ``relayed`` pixel
     messages read back after a second hop; the rate is of the ``n`` input messages either way)."""
     topics = f"{prefix}shoprank.pixel,{prefix}shoprank.searches"
     target = n if mode == "count" else relayed
-    # On the workers' event loop: the ratio then measures shoprank's work, not the choice of loop.
-    loop = Settings().worker.event_loop
     out = subprocess.run([sys.executable, str(REPO / "bench" / "bare_faust.py"), bootstrap, topics, str(target), mode,
                           loop],
                          capture_output=True, text=True, timeout=900, cwd=REPO)
@@ -243,6 +241,9 @@ def main() -> int:
     features = "17 ranker features" if args.ranker_features else "2 features"
     n = len(traffic.messages)
     rev = code_version(Path(streams.__file__).parent)
+    # The workers' event loop (their settings, from this environment): the bare Faust baseline runs on it
+    # too, so that the ratios measure shoprank's work, not the choice of loop.
+    loop = Settings().worker.event_loop
     load = os.getloadavg()[0]
     console.print(f"{BENCHMARK}: {args.sessions:,} sessions, {n:,} messages ({traffic.pixel_events:,} pixel events), "
                   f"search logs with {features} per item, "
@@ -261,7 +262,7 @@ def main() -> int:
             ones: list[tuple[float, float, bool, str]] = []
             twos: list[tuple[float, float, bool, str]] = []
             for r in range(1, args.rounds + 1):
-                bares.append(_bare_faust(broker.bootstrap, prefix, n))
+                bares.append(_bare_faust(broker.bootstrap, prefix, n, loop))
                 console.print(f"  round {r}: bare Faust agent: {fmt(bares[-1])} messages/s")
                 ones.append(_shoprank(broker, traffic, tenants, 1, workdir, args.timeout))
                 console.print(f"  round {r}: one worker: {_said(ones[-1])}")
@@ -274,7 +275,7 @@ def main() -> int:
             two, one_paired, two_cpu = twos[k2][0], rates_one[k2], twos[k2][3]
             one_ok = all(ok for _, _, ok, _ in ones)
             two_ok = all(ok for _, _, ok, _ in twos)
-            relay = _bare_faust(broker.bootstrap, prefix, n, "relay", relayed=traffic.pixel_events)
+            relay = _bare_faust(broker.bootstrap, prefix, n, loop, "relay", relayed=traffic.pixel_events)
             console.print(f"  bare Faust relay (two hops, no work): {fmt(relay)} messages/s")
             nostandby, nostandby_s, nostandby_ok, nostandby_cpu = _shoprank(
                 broker, traffic, tenants, 2, workdir, args.timeout, {"SHOPRANK_WORKER_STANDBY_REPLICAS": "0"})
@@ -303,7 +304,7 @@ def main() -> int:
                 f"{features} per item shown), "
                 f"{len(tenants)} tenants; load {load:.2f} before run; totals polled every {POLL_S:g} s, end when a "
                 f"worker last learned a batch (/v1/stats/learning); workers and bare Faust on the "
-                f"{Settings().worker.event_loop} event loop; code {rev}")
+                f"{loop} event loop; code {rev}")
         append_rows(BENCHMARK, [
             Row("messages/s through a bare Faust relay, two hops and no work (vs bare Faust agent)", relay, bare,
                 f"{note}; each pixel message published again and read back in the same app, as the learning "

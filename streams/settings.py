@@ -13,6 +13,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
+    "EventLoop",
     "KafkaSettings",
     "LogLevel",
     "ModelSettings",
@@ -26,6 +27,7 @@ __all__ = [
 ]
 
 LogLevel = Literal["crit", "error", "warn", "info", "debug"]
+EventLoop = Literal["asyncio", "uvloop"]
 
 
 class _Section(BaseSettings):
@@ -160,7 +162,7 @@ class WorkerSettings(_Section):
     # 100 searches/s, 10,000 products: POST /v1/search p50 11.0/10.4/9.2 ms on asyncio, 19.6/21.6/31.2
     # on uvloop; over Kafka p99 131-347 ms on asyncio, 74-631 on uvloop. Searches are what shoppers wait
     # for, so asyncio is the default; a worker that mostly takes in events may choose uvloop.
-    event_loop: Literal["asyncio", "uvloop"] = Field(
+    event_loop: EventLoop = Field(
         default="asyncio",
         description="SHOPRANK_WORKER_EVENT_LOOP: the worker's event loop, asyncio or uvloop.",
     )

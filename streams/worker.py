@@ -16,7 +16,7 @@ from streams.broker import resolve_bootstrap
 from streams.exceptions import UserInputError
 from streams.kafka import ensure_topics
 from streams.malloc_arenas import limit_malloc_arenas
-from streams.settings import Settings
+from streams.settings import EventLoop, Settings
 
 __all__ = ["run_worker"]
 
@@ -36,7 +36,7 @@ def _hold_data_dir(path: Path) -> IO[bytes]:
     return handle
 
 
-def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+def new_event_loop(kind: EventLoop) -> asyncio.AbstractEventLoop:
     """A new event loop of ``kind``: ``asyncio`` (the standard library's) or ``uvloop`` (libuv's)."""
     if kind == "uvloop":
         import uvloop  # imported only where chosen: the CLI's other commands never load it

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 import orjson
 import pytest
+import uvloop
 from pydantic import ValidationError
 
 from schemas import DecodeError
 from streams.pixel import PixelValidator
 from streams.sample_events import valid_events
 from streams.settings import Settings, load_settings
+from streams.worker import new_event_loop
 
 
 def test_settings_read_the_environment_and_flags_override(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,12 +109,6 @@ def test_standby_replicas_reach_faust(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_the_worker_event_loop_is_the_one_its_setting_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    import asyncio
-
-    import uvloop
-
-    from streams.worker import new_event_loop
-
     assert Settings().worker.event_loop == "asyncio"
     monkeypatch.setenv("SHOPRANK_WORKER_EVENT_LOOP", "uvloop")
     assert Settings().worker.event_loop == "uvloop"
