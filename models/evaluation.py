@@ -1,5 +1,8 @@
 """Offline relevance evaluation: NDCG@10, MRR@10 and Recall@100 of keyword, dense and hybrid search.
 
+Hybrid search runs twice: with the configured fusion (``hybrid``) and with reciprocal rank fusion
+(``hybrid-rrf``), the usual reference, so that a shop sees on its own queries what its fusion buys.
+
 Data format (as in ``../shared/data/``): ``products.jsonl`` (``product_id``, ``title``, optional more
 catalogue fields), ``queries.tsv`` (``query_id<TAB>query``), ``qrels.txt`` (TREC: ``qid 0 pid grade``).
 Two views: *retrieval* over the whole catalogue, and *re-ranking* of each query's judged products.
@@ -19,12 +22,17 @@ import orjson
 
 from models.embedder import Embedder
 from models.indexer import CatalogueIndexer
-from models.store import SearchFilter, SearchMode, VectorStore
+from models.store import Fusion, SearchFilter, SearchMode, VectorStore
 from schemas import CatalogueUpdate
 
 __all__ = ["LabelledSet", "load_labelled_set", "evaluate", "EvalReport", "MODES", "METRICS"]
 
-MODES: tuple[SearchMode, ...] = ("keyword", "dense", "hybrid")
+#: The rows of a report: label -> (search mode, fusion; None: the fusion ``evaluate`` is given).
+_COMPARED: dict[str, tuple[SearchMode, Fusion | None]] = {
+    "keyword": ("keyword", None), "dense": ("dense", None), "hybrid": ("hybrid", None),
+    "hybrid-rrf": ("hybrid", Fusion("rrf")),
+}
+MODES: tuple[str, ...] = tuple(_COMPARED)
 METRICS = ("nDCG@10", "RR@10", "R@100")
 
 
@@ -68,12 +76,15 @@ class EvalReport:
     dataset: str
     queries: int
     products: int
+    #: what ``hybrid`` fused with (:meth:`Fusion.describe`)
+    fusion: str = ""
     #: (view, mode) -> metric -> value
     results: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def markdown(self) -> str:
-        head = f"Relevance on `{self.dataset}`: {self.queries} queries, {self.products} products\n\n"
+        head = f"Relevance on `{self.dataset}`: {self.queries} queries, {self.products} products"
+        head += f"; hybrid: {self.fusion}, hybrid-rrf: RRF\n\n" if self.fusion else "\n\n"
         rows = ["| view | mode | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
         for (view, mode), m in self.results.items():
             rows.append(f"| {view} | {mode} | " + " | ".join(f"{m[k]:.4f}" for k in METRICS) + " |")
@@ -88,10 +99,10 @@ class EvalReport:
         views = sorted({v for v, _ in self.results})
         fig, axes = plt.subplots(1, len(views), figsize=(5 * len(views), 3.6), squeeze=False)
         for ax, view in zip(axes[0], views, strict=True):
-            width = 0.25
+            width = 0.8 / len(MODES)
             for i, mode in enumerate(MODES):
                 vals = [self.results[(view, mode)][k] for k in METRICS]
-                ax.bar(np.arange(len(METRICS)) + (i - 1) * width, vals, width, label=mode)
+                ax.bar(np.arange(len(METRICS)) + (i - (len(MODES) - 1) / 2) * width, vals, width, label=mode)
             ax.set_xticks(np.arange(len(METRICS)), METRICS)
             ax.set_title(f"{view} — {self.dataset}")
             ax.set_ylim(0, 1)
@@ -103,11 +114,13 @@ class EvalReport:
 
 
 def evaluate(data: LabelledSet, store: VectorStore, embedder: Embedder, *, tenant: str = "eval",
-             index: bool = True, progress: Callable[[str, int, int], None] | None = None) -> EvalReport:
-    """Index ``data`` (unless already indexed) and score each mode in both views."""
+             index: bool = True, progress: Callable[[str, int, int], None] | None = None,
+             fusion: Fusion = Fusion()) -> EvalReport:
+    """Index ``data`` (unless already indexed) and score each mode in both views; ``hybrid`` fuses with
+    ``fusion``."""
     import ir_measures
 
-    report = EvalReport(data.name, len(data.queries), len(data.products))
+    report = EvalReport(data.name, len(data.queries), len(data.products), fusion.describe())
     if index:
         t = time.perf_counter()
         _index(data.products, store, embedder, progress)
@@ -119,19 +132,19 @@ def evaluate(data: LabelledSet, store: VectorStore, embedder: Embedder, *, tenan
     qrels = [ir_measures.Qrel(q, p, g) for q in qids for p, g in data.qrels[q].items()]
     measures = [ir_measures.parse_measure(m) for m in METRICS]
     for view in ("retrieval", "rerank"):
-        for mode in MODES:
+        for label, (mode, fused) in _COMPARED.items():
             t = time.perf_counter()
             run = []
             for i, q in enumerate(qids):
                 if progress:
-                    progress(f"{view}/{mode}", i, len(qids))
+                    progress(f"{view}/{label}", i, len(qids))
                 only = tuple(data.qrels[q]) if view == "rerank" else None
                 hits = store.search(tenant, qvecs[i], data.queries[q], mode=mode, limit=100,
-                                    filter=SearchFilter(product_ids=only) if only else None)
+                                    filter=SearchFilter(product_ids=only) if only else None, fusion=fused or fusion)
                 run += [ir_measures.ScoredDoc(q, h.product_id, float(h.score)) for h in hits]
             agg = ir_measures.calc_aggregate(measures, qrels, run)
-            report.results[(view, mode)] = {str(m): float(agg.get(m, 0.0)) for m in measures}
-            report.seconds[f"{view}/{mode}"] = time.perf_counter() - t
+            report.results[(view, label)] = {str(m): float(agg.get(m, 0.0)) for m in measures}
+            report.seconds[f"{view}/{label}"] = time.perf_counter() - t
     return report
 
 

@@ -290,7 +290,7 @@ def eval_cmd(ctx: click.Context, data_dir: Path, max_queries: int | None, out_di
     from models.embedder import OnnxEmbedder
     from models.evaluation import evaluate, load_labelled_set
     from models.export import serving_model
-    from models.store import open_store
+    from models.store import Fusion, open_store
 
     settings = _settings(ctx)
     for name in ("products.jsonl", "queries.tsv", "qrels.txt"):
@@ -313,7 +313,8 @@ def eval_cmd(ctx: click.Context, data_dir: Path, max_queries: int | None, out_di
                         tasks[stage] = progress.add_task(stage, total=total)
                     progress.update(tasks[stage], completed=done + 1)
 
-                report = evaluate(data, store, embedder, index=not already, progress=tick)
+                report = evaluate(data, store, embedder, index=not already, progress=tick,
+                                  fusion=Fusion(settings.store.fusion, settings.store.dense_weight))
         finally:
             store.close()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from models.indexer import CatalogueIndexer
 from models.rules import RuleSource
 from models.searcher import RankerSource, Searcher
 from models.serving import ServingTable
-from models.store import VectorStore, open_store
+from models.store import Fusion, VectorStore, open_store
 from models.store.edge import EdgeStore
 from streams.settings import Settings
 
@@ -58,14 +58,16 @@ class Resources:
         s = self.settings.store
 
         def build() -> VectorStore:
+            fusion = Fusion(s.fusion, s.dense_weight)
             if s.kind == "edge":
-                store = EdgeStore(s.dir, s.quantization)
+                store = EdgeStore(s.dir, s.quantization, fusion=fusion)
                 # Index what the last run left unindexed before anything is served (see optimize_existing).
                 started = time.perf_counter()
                 if changed := store.optimize_existing():
                     log.info("optimized the shards of %s in %.1f s", ", ".join(changed), time.perf_counter() - started)
                 return store
-            return open_store("qdrant", url=s.url, collection_prefix=s.collection_prefix, quantization=s.quantization)
+            return open_store("qdrant", url=s.url, collection_prefix=s.collection_prefix, quantization=s.quantization,
+                              fusion=fusion)
 
         return self._once("store", build)
 

@@ -394,6 +394,17 @@ class StoreSettings(_Section):
         description="SHOPRANK_STORE_QUANTIZATION: binary keeps 1 bit per dimension in RAM, rescoring with floats "
         "from disk; applies to collections created afterwards.",
     )
+    fusion: Literal["relative", "rrf"] = Field(
+        default="relative",
+        description="SHOPRANK_STORE_FUSION: how hybrid search merges its dense and BM25 stages: relative (each "
+        "stage's scores min-max normalised, then weighted) or rrf (reciprocal rank fusion, ranks only). On "
+        "homedepot-dev RRF ranked below keyword search alone; relative above both stages.",
+    )
+    dense_weight: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description="SHOPRANK_STORE_DENSE_WEIGHT (fusion=relative): the dense stage's share of the fused score, "
+        "BM25 has the rest. `shoprank eval` on a shop's own labelled queries shows which share suits it.",
+    )
     optimize_idle_s: float = Field(
         default=3.0, ge=0,
         description="SHOPRANK_STORE_OPTIMIZE_IDLE_S (edge): build the vector index of new products once no "

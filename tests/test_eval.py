@@ -29,7 +29,8 @@ def test_all_modes_in_both_views_score_sensibly(model_dir: Path, tmp_path: Path)
     assert report.results[("retrieval", "dense")]["R@100"] == 1.0
     # re-ranking only the judged products can only help recall
     assert report.results[("rerank", "keyword")]["R@100"] >= report.results[("retrieval", "keyword")]["R@100"]
-    assert "| retrieval | hybrid |" in report.markdown()
+    assert "| retrieval | hybrid |" in report.markdown() and "| retrieval | hybrid-rrf |" in report.markdown()
+    assert "hybrid: relative, dense weight 0.5, hybrid-rrf: RRF" in report.markdown()  # what was compared
     png = report.plot(tmp_path / "plot.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
 

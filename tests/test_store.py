@@ -35,7 +35,7 @@ from models.store import (
     open_store,
 )
 from models.store.base import point_id
-from models.store.fusion import Scored, rank, rrf, to_hits
+from models.store.fusion import Fusion, Scored, rank, rrf, to_hits
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 32
@@ -197,7 +197,8 @@ def test_reupsert_is_idempotent(demo: VectorStore) -> None:
     for q in QUERIES:
         after = search(demo, q)
         assert ids(after) == ids(before[q]), q
-        assert [h.score for h in after] == pytest.approx([h.score for h in before[q]]), q
+        # Fused scores are shares of 0..1: a re-upsert's float noise in the stage scores stays far below 1e-6.
+        assert [h.score for h in after] == pytest.approx([h.score for h in before[q]], abs=1e-6), q
 
 
 def test_set_payload_merges_without_touching_vectors(demo: VectorStore) -> None:
@@ -452,7 +453,7 @@ def test_modes_rank_sensibly_and_report_stage_scores(demo: VectorStore) -> None:
     hybrid = search(demo, "coffee grinder")
     assert hybrid[0].product_id == "p20"  # first in both stages
     assert hybrid[0].scores.keys() == {"dense", "bm25", "fused"}
-    assert hybrid[0].score == hybrid[0].scores["fused"] == pytest.approx(2 / 61)
+    assert hybrid[0].score == hybrid[0].scores["fused"] == pytest.approx(1.0)  # each stage's best: 0.5 + 0.5
     assert all("fused" in h.scores and h.scores.keys() - {"fused"} for h in hybrid)
     assert [h.score for h in hybrid] == sorted((h.score for h in hybrid), reverse=True)
     assert len(hybrid) == len(CATALOGUE)  # dense stage ranks everything, limit 100 > 30
@@ -613,7 +614,7 @@ def test_backends_agree(both: tuple[VectorStore, VectorStore], mode: str) -> Non
 def test_rrf_ties_break_by_best_rank_then_id() -> None:
     dense = [Scored("a", 0.9), Scored("c", 0.8), Scored("b", 0.8)]
     bm25 = [Scored("c", 3.0), Scored("d", 2.0)]
-    ranked = rank({"dense": dense, "bm25": bm25}, limit=10)
+    ranked = rank({"dense": dense, "bm25": bm25}, limit=10, fusion=Fusion("rrf"))
     # dense ranks b before c (equal scores, by id); c: 1/63 + 1/61; b and d tie on score and best rank
     assert [r.key for r in ranked] == ["c", "a", "b", "d"]
     assert ranked[0].scores == {"dense": 0.8, "bm25": 3.0, "fused": pytest.approx(1 / 63 + 1 / 61)}
@@ -622,6 +623,55 @@ def test_rrf_ties_break_by_best_rank_then_id() -> None:
     assert rrf({"x": ["a"]}) == {"a": 1 / 61}
     hits = to_hits(ranked, {"a": {"product_id": "A"}, "c": {"product_id": "C"}})  # b, d: deleted meanwhile
     assert [(h.product_id, h.score) for h in hits] == [("C", ranked[0].score), ("A", ranked[1].score)]
+
+
+def test_relative_fusion_keeps_how_far_ahead_a_stage_is() -> None:
+    # b is a close second in both stages; a and c each win one stage by a little and lose the other badly.
+    dense = [Scored("a", 0.9), Scored("b", 0.85), Scored("c", 0.1)]
+    bm25 = [Scored("c", 5.0), Scored("b", 4.8), Scored("a", 0.1)]
+    stages = {"dense": dense, "bm25": bm25}
+    assert [r.key for r in rank(stages, limit=3, fusion=Fusion("rrf"))] == ["a", "c", "b"]  # ranks only
+    ranked = rank(stages, limit=3)  # the default: relative, equal weights
+    assert [r.key for r in ranked] == ["b", "a", "c"]  # a and c tie at 0.5: best rank, then id
+    assert ranked[0].scores == {"dense": 0.85, "bm25": 4.8,
+                                "fused": pytest.approx(0.5 * 0.75 / 0.8 + 0.5 * 4.7 / 4.9)}
+    assert ranked[1].scores == {"dense": 0.9, "bm25": 0.1, "fused": pytest.approx(0.5)}
+    # the weight moves the ranking toward one stage, all the way at 0 and 1
+    assert [r.key for r in rank(stages, limit=3, fusion=Fusion(dense_weight=1.0))] == ["a", "b", "c"]
+    assert [r.key for r in rank(stages, limit=3, fusion=Fusion(dense_weight=0.0))] == ["c", "b", "a"]
+    # a product only one stage returned gets nothing from the other; a stage of equal scores gives each 1
+    only = rank({"dense": [Scored("x", 0.5)], "bm25": [Scored("y", 2.0), Scored("z", 2.0)]}, limit=3)
+    assert [(r.key, r.score) for r in only] == [("x", 0.5), ("y", 0.5), ("z", 0.5)]
+    with pytest.raises(InvalidRequest, match="rrf"):
+        Fusion("linear")  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest, match="0 to 1"):
+        Fusion(dense_weight=1.5)
+
+
+@pytest.mark.parametrize("kind", ["edge", "qdrant"])
+def test_the_store_fuses_as_its_settings_say(kind: str, tmp_path: Path) -> None:
+    from streams.resources import Resources
+    from streams.settings import Settings, StoreSettings
+
+    configured = Resources(Settings(store=StoreSettings(kind=kind, dir=tmp_path, url=":memory:", fusion="rrf")))
+    default = Resources(Settings(store=StoreSettings(kind=kind, dir=tmp_path / "d", url=":memory:",
+                                                     dense_weight=0.3)))
+    try:
+        assert configured.store.fusion == Fusion("rrf")  # type: ignore[attr-defined]
+        assert default.store.fusion == Fusion("relative", 0.3)  # type: ignore[attr-defined]
+        for store in (configured.store, default.store):
+            store.ensure_collection(TENANT, DIM)
+            store.upsert(TENANT, [point(r) for r in CATALOGUE])
+        rrf_first = configured.store.search(TENANT, embed("coffee grinder"), "coffee grinder", limit=1)[0]
+        assert rrf_first.product_id == "p20" and rrf_first.score == pytest.approx(2 / 61)
+        # a store's fusion can be overridden per search (shoprank eval compares both)
+        again = default.store.search(TENANT, embed("coffee grinder"), "coffee grinder", limit=1, fusion=Fusion("rrf"))
+        assert again[0].score == pytest.approx(2 / 61)
+    finally:
+        configured.close()
+        default.close()
+    with pytest.raises(ValueError, match="dense_weight"):
+        StoreSettings(dense_weight=2.0)
 
 
 def test_open_store(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The ranker's features, built the same way at serve time and logged with every search.
 
 Relevance is split into content (how well the product's text matches the query: dense cosine, BM25,
-the fused RRF score and rank, category and brand words in the query) and engagement (what shoppers
+the fused hybrid score and rank, category and brand words in the query) and engagement (what shoppers
 did with it: time-decayed, smoothed click, cart and purchase rates for the query×product pair and for
 the product). Business inputs (price, margin rate) and freshness (age, a new-product flag) complete
 the vector. Names are stable: they travel in ``SearchLog`` and ``AttributedInteraction``.

@@ -5,7 +5,8 @@
   a collection per tenant.
 
 Both index a dense cosine vector ``dense`` and a BM25 sparse vector ``bm25`` (computed client-side
-with Qdrant Edge's ``Bm25`` for both, see :mod:`models.store.bm25`), and fuse them with RRF in Python.
+with Qdrant Edge's ``Bm25`` for both, see :mod:`models.store.bm25`), and fuse them in Python
+(:mod:`models.store.fusion`: relative score fusion by default, or RRF).
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from models.store.exceptions import (
     PointNotFound,
     StoreError,
 )
+from models.store.fusion import Fusion, FusionMethod
 from models.store.server import QdrantServerStore
 
 __all__ = [
     "CollectionNotFound",
     "DimensionMismatch",
     "EdgeStore",
+    "Fusion",
+    "FusionMethod",
     "Hit",
     "InvalidRequest",
     "PointNotFound",
@@ -52,6 +56,7 @@ def open_store(
     url: str | None = None,
     collection_prefix: str = "",
     quantization: Quantization = "none",
+    fusion: Fusion = Fusion(),
 ) -> VectorStore:
     """The configured store: ``kind="edge"`` needs ``root``, ``kind="qdrant"`` needs ``url``.
 
@@ -63,12 +68,13 @@ def open_store(
     if kind == "edge":
         if root is None:
             raise InvalidRequest("the edge store needs a directory — set SHOPRANK_STORE_DIR")
-        return EdgeStore(Path(root), quantization)
+        return EdgeStore(Path(root), quantization, fusion=fusion)
     if kind == "qdrant":
         if not url:
             raise InvalidRequest(
                 "the qdrant store needs a server URL — set SHOPRANK_STORE_URL (e.g. http://localhost:6333, "
                 "or :memory: for an in-process store)"
             )
-        return QdrantServerStore.from_url(url, collection_prefix=collection_prefix, quantization=quantization)
+        return QdrantServerStore.from_url(url, collection_prefix=collection_prefix, quantization=quantization,
+                                          fusion=fusion)
     raise InvalidRequest(f"store kind {kind!r} is unknown — set SHOPRANK_STORE_KIND to edge or qdrant")

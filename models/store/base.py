@@ -12,11 +12,14 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
 from models.store.exceptions import InvalidRequest
+
+if TYPE_CHECKING:  # fusion builds on this module
+    from models.store.fusion import Fusion
 
 __all__ = [
     "DENSE",
@@ -97,7 +100,8 @@ class Hit:
     """A retrieved product.
 
     ``score`` is the fused score in hybrid mode, else the single stage's score. ``scores`` holds one
-    entry per stage that returned the product: ``"dense"`` (cosine), ``"bm25"``, ``"fused"`` (RRF).
+    entry per stage that returned the product: ``"dense"`` (cosine), ``"bm25"``, ``"fused"`` (hybrid mode:
+    the fusion's score, see :mod:`models.store.fusion`).
     """
 
     product_id: str
@@ -140,8 +144,10 @@ class VectorStore(Protocol):
         filter: SearchFilter | None = None,
         limit: int = 100,
         mode: SearchMode = "hybrid",
+        fusion: Fusion | None = None,
     ) -> list[Hit]:
-        """Best ``limit`` products for the query, best first."""
+        """Best ``limit`` products for the query, best first; hybrid mode merges its stages with ``fusion``
+        (default: the store's own)."""
         ...
 
     def scroll(self, tenant: str, offset: Any = None, limit: int = 256) -> tuple[list[dict[str, Any]], Any]:

@@ -51,7 +51,7 @@ from models.store.exceptions import (
     PointNotFound,
     StoreError,
 )
-from models.store.fusion import QueryPlan, Scored, plan_query, rank, to_hits
+from models.store.fusion import Fusion, QueryPlan, Scored, plan_query, rank, to_hits
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +176,11 @@ class EdgeStore:
 
     backend = "edge"
 
-    def __init__(self, root: Path, quantization: Quantization = "none", *, payload_cache: int = 20_000) -> None:
+    def __init__(self, root: Path, quantization: Quantization = "none", *, payload_cache: int = 20_000,
+                 fusion: Fusion = Fusion()) -> None:
         self.root = Path(root)
         self.quantization = quantization
+        self.fusion = fusion
         self._shards: dict[str, qe.EdgeShard] = {}
         self._dims: dict[str, int] = {}  # known for shards opened by ensure_collection
         self._payloads = _PayloadCache(payload_cache)
@@ -389,6 +391,7 @@ class EdgeStore:
         filter: SearchFilter | None = None,
         limit: int = 100,
         mode: SearchMode = "hybrid",
+        fusion: Fusion | None = None,
     ) -> list[Hit]:
         shard = self._shard(tenant)
         plan = plan_query(dense, text, mode, limit)
@@ -396,7 +399,7 @@ class EdgeStore:
             return []
         with self._engine(tenant, "search"):
             generation = self._payloads.generation(tenant)
-            ranked = rank(self._stages(shard, plan, edge_filter(filter)), plan.limit)
+            ranked = rank(self._stages(shard, plan, edge_filter(filter)), plan.limit, fusion or self.fusion)
             # Payloads only for the final hits: reading them in the query costs twice as much per point
             # and would read up to twice as many points.
             payloads, missing = self._payloads.get(tenant, [r.key for r in ranked])

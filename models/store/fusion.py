@@ -1,14 +1,26 @@
-"""What a search runs (the plan) and how its stages become one ranked list (RRF), shared by both backends.
+"""What a search runs (the plan) and how its stages become one ranked list, shared by both backends.
 
 Fusion is done here, not by Qdrant's ``Fusion.Rrf``, so every hit keeps its per-stage scores
 (``dense``, ``bm25``) next to the fused one: the ranker and the search log need them.
+
+Two fusions (:class:`Fusion`):
+
+- ``relative`` (the default): each stage's scores are min-max normalised over the candidates it
+  returned, and the fused score is ``w * dense + (1 - w) * bm25`` (a product one stage did not return
+  gets 0 from it). Weaviate's "relativeScoreFusion" (its default since 1.24) and the convex combination
+  that Bruch, Gai and Ingber found better than RRF in "An Analysis of Fusion Functions for Hybrid
+  Retrieval" (ACM TOIS 2023). It keeps how far ahead a stage's best match is, which ranks throw away.
+- ``rrf``: Reciprocal Rank Fusion (Cormack et al. 2009), ranks only.
+
+On homedepot-dev, where BM25 is much the stronger stage, RRF ranked *below* keyword search alone and
+relative fusion at the untuned equal weight above it (README, "Hybrid fusion"; 2026-12-08).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import numpy as np
 from qdrant_edge import SparseVector
@@ -17,13 +29,34 @@ from models.store.base import DENSE, MIN_CANDIDATES, SPARSE, Hit, SearchMode
 from models.store.bm25 import query_vector
 from models.store.exceptions import InvalidRequest
 
-__all__ = ["FUSED", "RRF_K", "QueryPlan", "Ranked", "Scored", "plan_query", "rank", "rrf", "to_hits"]
+__all__ = ["FUSED", "RRF_K", "Fusion", "FusionMethod", "QueryPlan", "Ranked", "Scored", "plan_query", "rank",
+           "relative", "rrf", "to_hits"]
 
 #: The usual Reciprocal Rank Fusion constant (Cormack et al. 2009); it damps the weight of the top ranks.
 RRF_K = 60
 #: Key of the fused score in :attr:`Hit.scores`.
 FUSED = "fused"
 _MODES = ("hybrid", "dense", "keyword")
+
+FusionMethod = Literal["relative", "rrf"]
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """How a hybrid search merges its dense and BM25 stages (see the module doc)."""
+
+    method: FusionMethod = "relative"
+    #: ``relative`` only: the dense stage's share of the fused score, the BM25 stage's is ``1 - dense_weight``.
+    dense_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.method not in get_args(FusionMethod):
+            raise InvalidRequest(f"fusion {self.method!r} is unknown — use {' or '.join(get_args(FusionMethod))}")
+        if not 0.0 <= self.dense_weight <= 1.0:
+            raise InvalidRequest(f"the dense weight of a fusion is a share, 0 to 1, not {self.dense_weight}")
+
+    def describe(self) -> str:
+        return f"relative, dense weight {self.dense_weight:g}" if self.method == "relative" else "RRF"
 
 
 class Scored(NamedTuple):
@@ -86,17 +119,39 @@ def rrf(rankings: Mapping[str, Sequence[str]], k: int = RRF_K) -> dict[str, floa
     return fused
 
 
+def relative(scores: Mapping[str, Sequence[float]], weights: Mapping[str, float]) -> list[float]:
+    """Relative score fusion of aligned score lists: each list min-max normalised, then weighted and summed.
+
+    ``scores[stage][i]`` is item ``i``'s score in ``stage`` or NaN where the stage did not return it (it
+    then adds 0). A stage whose scores are all equal gives each of its items 1.
+
+    >>> relative({"a": [2.0, 1.0, float("nan")], "b": [float("nan"), 4.0, 0.0]}, {"a": 0.5, "b": 0.5})
+    [0.5, 0.5, 0.0]
+    """
+    n = len(next(iter(scores.values()), ()))
+    fused = np.zeros(n)
+    for stage, values in scores.items():
+        x = np.asarray(values, dtype=np.float64)
+        seen = ~np.isnan(x)
+        if not seen.any():
+            continue
+        lo, hi = x[seen].min(), x[seen].max()
+        normalised = (x - lo) / (hi - lo) if hi > lo else np.ones(n)
+        fused += weights[stage] * np.where(seen, normalised, 0.0)
+    return fused.tolist()
+
+
 def _ranked(stage: Sequence[Scored]) -> list[Scored]:
     # Engines order equal scores by internal segment order, which differs between backends; the point
     # id (a UUID5 of tenant and product id, the same on every backend) breaks ties so both agree.
     return sorted(stage, key=lambda s: (-s.score, s.key))
 
 
-def rank(stages: Mapping[str, Sequence[Scored]], limit: int) -> list[Ranked]:
+def rank(stages: Mapping[str, Sequence[Scored]], limit: int, fusion: Fusion = Fusion()) -> list[Ranked]:
     """The best ``limit`` points from the stage results (keys ``dense`` and/or ``bm25``).
 
-    One stage: its order and score. Two stages: RRF, ties broken by the better single-stage rank,
-    then point id.
+    One stage: its order and score. Two stages: ``fusion``, ties broken by the better single-stage
+    rank, then point id.
     """
     ranked = {name: _ranked(stage) for name, stage in stages.items()}
     if len(ranked) == 1:
@@ -108,7 +163,14 @@ def rank(stages: Mapping[str, Sequence[Scored]], limit: int) -> list[Ranked]:
         for position, s in enumerate(ranked.get(name, ())):
             scores.setdefault(s.key, {})[name] = s.score
             best_rank[s.key] = min(position, best_rank.get(s.key, position))
-    fused = rrf({name: [s.key for s in stage] for name, stage in ranked.items()})
+    if fusion.method == "rrf":
+        fused = rrf({name: [s.key for s in stage] for name, stage in ranked.items()})
+    else:
+        keys = list(scores)
+        weights = {DENSE: fusion.dense_weight, SPARSE: 1.0 - fusion.dense_weight}
+        nan = float("nan")
+        fused = dict(zip(keys, relative({name: [scores[k].get(name, nan) for k in keys] for name in ranked},
+                                        weights), strict=True))
     order = sorted(fused, key=lambda key: (-fused[key], best_rank[key], key))[:limit]
     return [Ranked(key, fused[key], {**scores[key], FUSED: fused[key]}) for key in order]
 

@@ -41,7 +41,7 @@ from models.store.exceptions import (
     PointNotFound,
     StoreError,
 )
-from models.store.fusion import QueryPlan, Scored, plan_query, rank, to_hits
+from models.store.fusion import Fusion, QueryPlan, Scored, plan_query, rank, to_hits
 
 __all__ = ["QdrantServerStore", "server_filter"]
 
@@ -108,20 +108,23 @@ class QdrantServerStore:
 
     backend = "qdrant"
 
-    def __init__(self, client: QdrantClient, collection_prefix: str = "", quantization: Quantization = "none") -> None:
+    def __init__(self, client: QdrantClient, collection_prefix: str = "", quantization: Quantization = "none",
+                 fusion: Fusion = Fusion()) -> None:
         self.client = client
         self.collection_prefix = collection_prefix
         self.quantization = quantization
+        self.fusion = fusion
         self._dims: dict[str, int] = {}  # collections known to exist, with their dense dimension
 
     @classmethod
     def from_url(
         cls, url: str, *, collection_prefix: str = "", api_key: str | None = None, timeout: int = 10,
-        quantization: Quantization = "none",
+        quantization: Quantization = "none", fusion: Fusion = Fusion(),
     ) -> QdrantServerStore:
         """Connect to ``url`` (``":memory:"``: an in-process local-mode store) and check it answers."""
         if url == ":memory:":
-            return cls(cast(QdrantClient, _Serialized(QdrantClient(":memory:"))), collection_prefix, quantization)
+            return cls(cast(QdrantClient, _Serialized(QdrantClient(":memory:"))), collection_prefix, quantization,
+                       fusion)
         client = QdrantClient(url=url, api_key=api_key, timeout=timeout)
         try:
             client.get_collections()
@@ -131,7 +134,7 @@ class QdrantServerStore:
                 f"Qdrant not reachable at {url} ({e}) — start one (`docker compose -f docker/compose.yaml up -d "
                 "qdrant`), set SHOPRANK_STORE_URL, or use SHOPRANK_STORE_KIND=edge"
             ) from e
-        return cls(client, collection_prefix, quantization)
+        return cls(client, collection_prefix, quantization, fusion)
 
     def collection(self, tenant: str) -> str:
         """The tenant's collection name."""
@@ -297,6 +300,7 @@ class QdrantServerStore:
         filter: SearchFilter | None = None,
         limit: int = 100,
         mode: SearchMode = "hybrid",
+        fusion: Fusion | None = None,
     ) -> list[Hit]:
         name = self._require(tenant)
         plan = plan_query(dense, text, mode, limit)
@@ -306,7 +310,7 @@ class QdrantServerStore:
             self._check_dims(tenant, plan.dense, "the query vector")
         with self._engine(tenant, "search"):
             stages, payloads = self._stages(name, plan, server_filter(filter))
-        return to_hits(rank(stages, plan.limit), payloads)
+        return to_hits(rank(stages, plan.limit, fusion or self.fusion), payloads)
 
     def _stages(
         self, name: str, plan: QueryPlan, where: qm.Filter | None
