@@ -22,7 +22,7 @@ import orjson
 
 from models.embedder import Embedder
 from models.indexer import CatalogueIndexer
-from models.store import Fusion, SearchFilter, SearchMode, VectorStore
+from models.store import DEFAULT_FUSION, Fusion, SearchFilter, SearchMode, VectorStore
 from schemas import CatalogueUpdate
 
 __all__ = ["LabelledSet", "load_labelled_set", "evaluate", "EvalReport", "MODES", "METRICS"]
@@ -115,7 +115,7 @@ class EvalReport:
 
 def evaluate(data: LabelledSet, store: VectorStore, embedder: Embedder, *, tenant: str = "eval",
              index: bool = True, progress: Callable[[str, int, int], None] | None = None,
-             fusion: Fusion = Fusion()) -> EvalReport:
+             fusion: Fusion = DEFAULT_FUSION) -> EvalReport:
     """Index ``data`` (unless already indexed) and score each mode in both views; ``hybrid`` fuses with
     ``fusion``."""
     import ir_measures

@@ -290,7 +290,8 @@ def eval_cmd(ctx: click.Context, data_dir: Path, max_queries: int | None, out_di
     from models.embedder import OnnxEmbedder
     from models.evaluation import evaluate, load_labelled_set
     from models.export import serving_model
-    from models.store import Fusion, open_store
+    from models.store import open_store
+    from streams.resources import store_fusion
 
     settings = _settings(ctx)
     for name in ("products.jsonl", "queries.tsv", "qrels.txt"):
@@ -314,7 +315,7 @@ def eval_cmd(ctx: click.Context, data_dir: Path, max_queries: int | None, out_di
                     progress.update(tasks[stage], completed=done + 1)
 
                 report = evaluate(data, store, embedder, index=not already, progress=tick,
-                                  fusion=Fusion(settings.store.fusion, settings.store.dense_weight))
+                                  fusion=store_fusion(settings.store))
         finally:
             store.close()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -16,13 +16,18 @@ from models.searcher import RankerSource, Searcher
 from models.serving import ServingTable
 from models.store import Fusion, VectorStore, open_store
 from models.store.edge import EdgeStore
-from streams.settings import Settings
+from streams.settings import Settings, StoreSettings
 
-__all__ = ["Resources"]
+__all__ = ["Resources", "store_fusion"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def store_fusion(s: StoreSettings) -> Fusion:
+    """How the configured store fuses hybrid searches (SHOPRANK_STORE_FUSION, SHOPRANK_STORE_DENSE_WEIGHT)."""
+    return Fusion(s.fusion, s.dense_weight)
 
 
 class Resources:
@@ -58,7 +63,7 @@ class Resources:
         s = self.settings.store
 
         def build() -> VectorStore:
-            fusion = Fusion(s.fusion, s.dense_weight)
+            fusion = store_fusion(s)
             if s.kind == "edge":
                 store = EdgeStore(s.dir, s.quantization, fusion=fusion)
                 # Index what the last run left unindexed before anything is served (see optimize_existing).

@@ -23,10 +23,11 @@ from models.store.exceptions import (
     PointNotFound,
     StoreError,
 )
-from models.store.fusion import Fusion, FusionMethod
+from models.store.fusion import DEFAULT_FUSION, Fusion, FusionMethod
 from models.store.server import QdrantServerStore
 
 __all__ = [
+    "DEFAULT_FUSION",
     "CollectionNotFound",
     "DimensionMismatch",
     "EdgeStore",
@@ -56,7 +57,7 @@ def open_store(
     url: str | None = None,
     collection_prefix: str = "",
     quantization: Quantization = "none",
-    fusion: Fusion = Fusion(),
+    fusion: Fusion = DEFAULT_FUSION,
 ) -> VectorStore:
     """The configured store: ``kind="edge"`` needs ``root``, ``kind="qdrant"`` needs ``url``.
 

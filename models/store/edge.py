@@ -51,7 +51,7 @@ from models.store.exceptions import (
     PointNotFound,
     StoreError,
 )
-from models.store.fusion import Fusion, QueryPlan, Scored, plan_query, rank, to_hits
+from models.store.fusion import DEFAULT_FUSION, Fusion, QueryPlan, Scored, plan_query, rank, to_hits
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class EdgeStore:
     backend = "edge"
 
     def __init__(self, root: Path, quantization: Quantization = "none", *, payload_cache: int = 20_000,
-                 fusion: Fusion = Fusion()) -> None:
+                 fusion: Fusion = DEFAULT_FUSION) -> None:
         self.root = Path(root)
         self.quantization = quantization
         self.fusion = fusion

@@ -29,7 +29,7 @@ from models.store.base import DENSE, MIN_CANDIDATES, SPARSE, Hit, SearchMode
 from models.store.bm25 import query_vector
 from models.store.exceptions import InvalidRequest
 
-__all__ = ["FUSED", "RRF_K", "Fusion", "FusionMethod", "QueryPlan", "Ranked", "Scored", "plan_query", "rank",
+__all__ = ["DEFAULT_FUSION", "FUSED", "RRF_K", "Fusion", "FusionMethod", "QueryPlan", "Ranked", "Scored", "plan_query", "rank",
            "relative", "rrf", "to_hits"]
 
 #: The usual Reciprocal Rank Fusion constant (Cormack et al. 2009); it damps the weight of the top ranks.
@@ -57,6 +57,10 @@ class Fusion:
 
     def describe(self) -> str:
         return f"relative, dense weight {self.dense_weight:g}" if self.method == "relative" else "RRF"
+
+
+#: What a store fuses with unless told otherwise (SHOPRANK_STORE_FUSION's default).
+DEFAULT_FUSION = Fusion()
 
 
 class Scored(NamedTuple):
@@ -147,7 +151,7 @@ def _ranked(stage: Sequence[Scored]) -> list[Scored]:
     return sorted(stage, key=lambda s: (-s.score, s.key))
 
 
-def rank(stages: Mapping[str, Sequence[Scored]], limit: int, fusion: Fusion = Fusion()) -> list[Ranked]:
+def rank(stages: Mapping[str, Sequence[Scored]], limit: int, fusion: Fusion = DEFAULT_FUSION) -> list[Ranked]:
     """The best ``limit`` points from the stage results (keys ``dense`` and/or ``bm25``).
 
     One stage: its order and score. Two stages: ``fusion``, ties broken by the better single-stage

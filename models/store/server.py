@@ -41,7 +41,7 @@ from models.store.exceptions import (
     PointNotFound,
     StoreError,
 )
-from models.store.fusion import Fusion, QueryPlan, Scored, plan_query, rank, to_hits
+from models.store.fusion import DEFAULT_FUSION, Fusion, QueryPlan, Scored, plan_query, rank, to_hits
 
 __all__ = ["QdrantServerStore", "server_filter"]
 
@@ -109,7 +109,7 @@ class QdrantServerStore:
     backend = "qdrant"
 
     def __init__(self, client: QdrantClient, collection_prefix: str = "", quantization: Quantization = "none",
-                 fusion: Fusion = Fusion()) -> None:
+                 fusion: Fusion = DEFAULT_FUSION) -> None:
         self.client = client
         self.collection_prefix = collection_prefix
         self.quantization = quantization
@@ -119,7 +119,7 @@ class QdrantServerStore:
     @classmethod
     def from_url(
         cls, url: str, *, collection_prefix: str = "", api_key: str | None = None, timeout: int = 10,
-        quantization: Quantization = "none", fusion: Fusion = Fusion(),
+        quantization: Quantization = "none", fusion: Fusion = DEFAULT_FUSION,
     ) -> QdrantServerStore:
         """Connect to ``url`` (``":memory:"``: an in-process local-mode store) and check it answers."""
         if url == ":memory:":
