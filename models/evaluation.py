@@ -1,7 +1,9 @@
 """Offline relevance evaluation: NDCG@10, MRR@10 and Recall@100 of keyword, dense and hybrid search.
 
 Hybrid search runs twice: with the configured fusion (``hybrid``) and with reciprocal rank fusion
-(``hybrid-rrf``), the usual reference, so that a shop sees on its own queries what its fusion buys.
+(``hybrid-rrf``), the usual reference, so that a shop sees on its own queries what its fusion buys;
+``dense_weights`` adds a row per relative-fusion weight to try (``hybrid-w0.3``...), to choose
+``SHOPRANK_STORE_DENSE_WEIGHT`` from.
 
 Data format (as in ``../shared/data/``): ``products.jsonl`` (``product_id``, ``title``, optional more
 catalogue fields), ``queries.tsv`` (``query_id<TAB>query``), ``qrels.txt`` (TREC: ``qid 0 pid grade``).
@@ -90,6 +92,10 @@ class EvalReport:
             rows.append(f"| {view} | {mode} | " + " | ".join(f"{m[k]:.4f}" for k in METRICS) + " |")
         return head + "\n".join(rows) + "\n"
 
+    def modes(self) -> list[str]:
+        """The report's rows per view, in order (:data:`MODES`, then any weights tried)."""
+        return list(dict.fromkeys(mode for _, mode in self.results))
+
     def plot(self, path: Path) -> Path:
         import matplotlib
 
@@ -99,10 +105,11 @@ class EvalReport:
         views = sorted({v for v, _ in self.results})
         fig, axes = plt.subplots(1, len(views), figsize=(5 * len(views), 3.6), squeeze=False)
         for ax, view in zip(axes[0], views, strict=True):
-            width = 0.8 / len(MODES)
-            for i, mode in enumerate(MODES):
+            modes = self.modes()
+            width = 0.8 / len(modes)
+            for i, mode in enumerate(modes):
                 vals = [self.results[(view, mode)][k] for k in METRICS]
-                ax.bar(np.arange(len(METRICS)) + (i - (len(MODES) - 1) / 2) * width, vals, width, label=mode)
+                ax.bar(np.arange(len(METRICS)) + (i - (len(modes) - 1) / 2) * width, vals, width, label=mode)
             ax.set_xticks(np.arange(len(METRICS)), METRICS)
             ax.set_title(f"{view} — {self.dataset}")
             ax.set_ylim(0, 1)
@@ -115,11 +122,14 @@ class EvalReport:
 
 def evaluate(data: LabelledSet, store: VectorStore, embedder: Embedder, *, tenant: str = "eval",
              index: bool = True, progress: Callable[[str, int, int], None] | None = None,
-             fusion: Fusion = DEFAULT_FUSION) -> EvalReport:
+             fusion: Fusion = DEFAULT_FUSION, dense_weights: Sequence[float] = ()) -> EvalReport:
     """Index ``data`` (unless already indexed) and score each mode in both views; ``hybrid`` fuses with
-    ``fusion``."""
+    ``fusion``, and each of ``dense_weights`` adds a relative fusion with that weight."""
     import ir_measures
 
+    compared = dict(_COMPARED)
+    for weight in dense_weights:
+        compared[f"hybrid-w{weight:g}"] = ("hybrid", Fusion("relative", weight))
     report = EvalReport(data.name, len(data.queries), len(data.products), fusion.describe())
     if index:
         t = time.perf_counter()
@@ -132,7 +142,7 @@ def evaluate(data: LabelledSet, store: VectorStore, embedder: Embedder, *, tenan
     qrels = [ir_measures.Qrel(q, p, g) for q in qids for p, g in data.qrels[q].items()]
     measures = [ir_measures.parse_measure(m) for m in METRICS]
     for view in ("retrieval", "rerank"):
-        for label, (mode, fused) in _COMPARED.items():
+        for label, (mode, fused) in compared.items():
             t = time.perf_counter()
             run = []
             for i, q in enumerate(qids):

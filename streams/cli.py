@@ -278,9 +278,11 @@ def search(ctx: click.Context, query: str, tenant: str, page_size: int, category
 @click.option("--store-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Reuse this Qdrant Edge directory (indexes once; default: a fresh temporary one).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--dense-weight", "dense_weights", type=click.FloatRange(0.0, 1.0), multiple=True,
+              help="Also score relative fusion with this dense weight (repeat to try several; a row each).")
 @click.pass_context
 def eval_cmd(ctx: click.Context, data_dir: Path, max_queries: int | None, out_dir: Path, store_dir: Path | None,
-             seed: int) -> None:
+             seed: int, dense_weights: tuple[float, ...]) -> None:
     """NDCG@10, MRR@10, Recall@100 of keyword, dense and hybrid search (retrieval and re-ranking)."""
     import tempfile
 
@@ -315,7 +317,7 @@ def eval_cmd(ctx: click.Context, data_dir: Path, max_queries: int | None, out_di
                     progress.update(tasks[stage], completed=done + 1)
 
                 report = evaluate(data, store, embedder, index=not already, progress=tick,
-                                  fusion=store_fusion(settings.store))
+                                  fusion=store_fusion(settings.store), dense_weights=dense_weights)
         finally:
             store.close()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -37,9 +37,20 @@ def test_all_modes_in_both_views_score_sensibly(model_dir: Path, tmp_path: Path)
 
 def test_eval_command_writes_table_and_plot(model_dir: Path, tmp_path: Path) -> None:
     env = {"SHOPRANK_MODELS_DIR": str(model_dir.parent), "SHOPRANK_MODELS_EMBEDDER": model_dir.name}
-    result = run_cli("eval", "--data", str(FIXTURE), "--out", str(tmp_path), "--queries", "5", env=env, timeout=300)
+    result = run_cli("eval", "--data", str(FIXTURE), "--out", str(tmp_path), "--queries", "5",
+                     "--dense-weight", "0", "--dense-weight", "1", env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| rerank | dense |" in result.stdout
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): [float(c) for c in line.split("|")[3:6]]
+            for line in result.stdout.splitlines() if line.startswith("| r")}
+    # A weight of 1 is the dense stage's order. A weight of 0 is the keyword stage's order (each of its
+    # matches ahead of every product without a query term), then the dense-only products: the same first
+    # hit, and nothing lost against keyword search alone.
+    assert rows[("retrieval", "hybrid-w1")] == rows[("retrieval", "dense")]
+    w0, keyword = rows[("retrieval", "hybrid-w0")], rows[("retrieval", "keyword")]
+    assert w0[1] == keyword[1] and w0[0] >= keyword[0] and w0[2] >= keyword[2]
     assert (tmp_path / "relevance-eval-mini.png").exists() and (tmp_path / "relevance-eval-mini.md").exists()
     bad = run_cli("eval", "--data", str(tmp_path), env=env)
     assert bad.returncode == 1 and "products.jsonl" in bad.stderr and "Traceback" not in bad.stderr
+    weight = run_cli("eval", "--data", str(FIXTURE), "--dense-weight", "1.5", env=env)
+    assert weight.returncode == 2 and "--dense-weight" in weight.stderr and "Traceback" not in weight.stderr

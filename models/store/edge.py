@@ -399,7 +399,8 @@ class EdgeStore:
             return []
         with self._engine(tenant, "search"):
             generation = self._payloads.generation(tenant)
-            ranked = rank(self._stages(shard, plan, edge_filter(filter)), plan.limit, fusion or self.fusion)
+            ranked = rank(self._stages(shard, plan, edge_filter(filter)), plan.limit, fusion or self.fusion,
+                          candidates=plan.candidates)
             # Payloads only for the final hits: reading them in the query costs twice as much per point
             # and would read up to twice as many points.
             payloads, missing = self._payloads.get(tenant, [r.key for r in ranked])

@@ -123,14 +123,19 @@ def rrf(rankings: Mapping[str, Sequence[str]], k: int = RRF_K) -> dict[str, floa
     return fused
 
 
-def relative(scores: Mapping[str, Sequence[float]], weights: Mapping[str, float]) -> list[float]:
+def relative(scores: Mapping[str, Sequence[float]], weights: Mapping[str, float],
+             floors: Mapping[str, float] | None = None) -> list[float]:
     """Relative score fusion of aligned score lists: each list min-max normalised, then weighted and summed.
 
     ``scores[stage][i]`` is item ``i``'s score in ``stage`` or NaN where the stage did not return it (it
-    then adds 0). A stage whose scores are all equal gives each of its items 1.
+    then adds 0). A stage's scores are normalised from its lowest score, or from ``floors[stage]`` when
+    that is lower: the score of what the stage did not return, when it is known. A stage whose scores
+    are all equal (and no floor below them) gives each of its items 1.
 
     >>> relative({"a": [2.0, 1.0, float("nan")], "b": [float("nan"), 4.0, 0.0]}, {"a": 0.5, "b": 0.5})
     [0.5, 0.5, 0.0]
+    >>> relative({"a": [2.0, 1.0]}, {"a": 1.0}, floors={"a": 0.0})
+    [1.0, 0.5]
     """
     n = len(next(iter(scores.values()), ()))
     fused = np.zeros(n)
@@ -140,6 +145,8 @@ def relative(scores: Mapping[str, Sequence[float]], weights: Mapping[str, float]
         if not seen.any():
             continue
         lo, hi = x[seen].min(), x[seen].max()
+        if floors is not None and stage in floors:
+            lo = min(lo, floors[stage])
         normalised = (x - lo) / (hi - lo) if hi > lo else np.ones(n)
         fused += weights[stage] * np.where(seen, normalised, 0.0)
     return fused.tolist()
@@ -151,8 +158,10 @@ def _ranked(stage: Sequence[Scored]) -> list[Scored]:
     return sorted(stage, key=lambda s: (-s.score, s.key))
 
 
-def rank(stages: Mapping[str, Sequence[Scored]], limit: int, fusion: Fusion = DEFAULT_FUSION) -> list[Ranked]:
-    """The best ``limit`` points from the stage results (keys ``dense`` and/or ``bm25``).
+def rank(stages: Mapping[str, Sequence[Scored]], limit: int, fusion: Fusion = DEFAULT_FUSION, *,
+         candidates: int | None = None) -> list[Ranked]:
+    """The best ``limit`` points from the stage results (keys ``dense`` and/or ``bm25``), each stage asked
+    for ``candidates`` points.
 
     One stage: its order and score. Two stages: ``fusion``, ties broken by the better single-stage
     rank, then point id.
@@ -172,9 +181,14 @@ def rank(stages: Mapping[str, Sequence[Scored]], limit: int, fusion: Fusion = DE
     else:
         keys = list(scores)
         weights = {DENSE: fusion.dense_weight, SPARSE: 1.0 - fusion.dense_weight}
+        # A BM25 stage that returned fewer points than it was asked for returned every product sharing a
+        # term with the query; the others score 0. Normalised from the lowest score returned instead, its
+        # last match would get no more than a product without any query term (the second of two matches
+        # of a rare part number ranked below dense-only products).
+        exhausted = candidates is not None and len(ranked.get(SPARSE, ())) < candidates
         nan = float("nan")
         fused = dict(zip(keys, relative({name: [scores[k].get(name, nan) for k in keys] for name in ranked},
-                                        weights), strict=True))
+                                        weights, {SPARSE: 0.0} if exhausted else None), strict=True))
     order = sorted(fused, key=lambda key: (-fused[key], best_rank[key], key))[:limit]
     return [Ranked(key, fused[key], {**scores[key], FUSED: fused[key]}) for key in order]
 

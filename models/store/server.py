@@ -310,7 +310,7 @@ class QdrantServerStore:
             self._check_dims(tenant, plan.dense, "the query vector")
         with self._engine(tenant, "search"):
             stages, payloads = self._stages(name, plan, server_filter(filter))
-        return to_hits(rank(stages, plan.limit, fusion or self.fusion), payloads)
+        return to_hits(rank(stages, plan.limit, fusion or self.fusion, candidates=plan.candidates), payloads)
 
     def _stages(
         self, name: str, plan: QueryPlan, where: qm.Filter | None
