@@ -644,7 +644,8 @@ def test_relative_fusion_keeps_how_far_ahead_a_stage_is() -> None:
     assert [(r.key, r.score) for r in only] == [("x", 0.5), ("y", 0.5), ("z", 0.5)]
     # A BM25 stage that returned fewer than it was asked for matched nothing else: its scores count from 0,
     # so its last match still beats a product without any query term (from its own lowest score, it did not).
-    few = {"dense": [Scored("x", 0.9), Scored("y", 0.8), Scored("z", 0.1)], "bm25": [Scored("y", 3.0), Scored("z", 2.0)]}
+    few = {"dense": [Scored("x", 0.9), Scored("y", 0.8), Scored("z", 0.1)],
+           "bm25": [Scored("y", 3.0), Scored("z", 2.0)]}
     keyword_only = Fusion(dense_weight=0.0)
     assert [r.key for r in rank(few, limit=3, fusion=keyword_only, candidates=10)] == ["y", "z", "x"]
     assert [r.key for r in rank(few, limit=3, fusion=keyword_only, candidates=2)] == ["y", "x", "z"]  # a full list

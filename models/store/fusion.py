@@ -29,8 +29,8 @@ from models.store.base import DENSE, MIN_CANDIDATES, SPARSE, Hit, SearchMode
 from models.store.bm25 import query_vector
 from models.store.exceptions import InvalidRequest
 
-__all__ = ["DEFAULT_FUSION", "FUSED", "RRF_K", "Fusion", "FusionMethod", "QueryPlan", "Ranked", "Scored", "plan_query", "rank",
-           "relative", "rrf", "to_hits"]
+__all__ = ["DEFAULT_FUSION", "FUSED", "RRF_K", "Fusion", "FusionMethod", "QueryPlan", "Ranked", "Scored",
+           "plan_query", "rank", "relative", "rrf", "to_hits"]
 
 #: The usual Reciprocal Rank Fusion constant (Cormack et al. 2009); it damps the weight of the top ranks.
 RRF_K = 60
